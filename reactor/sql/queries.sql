@@ -1,0 +1,180 @@
+-- Named queries used by the reactor, loaded by reactor.sql.queries(). Each block starts with `-- name: NAME`.
+
+-- name: ensure_job_config
+-- The reactor's control row, added once when absent (operators own it afterwards).
+INSERT INTO job_configs (key, config)
+SELECT %(key)s, '{"batch_size": 10, "run_next_job": true}'
+ WHERE NOT EXISTS (SELECT 1 FROM job_configs WHERE key = %(key)s);
+
+-- name: read_job_config
+SELECT config::jsonb FROM job_configs WHERE key = %(key)s ORDER BY id LIMIT 1;
+
+-- name: set_run_next_job
+UPDATE job_configs
+   SET config = jsonb_set(config::jsonb, '{run_next_job}', to_jsonb(%(run)s::boolean))::jsonb, updated_at = now()
+ WHERE key = %(key)s;
+
+-- name: fail_expired_jobs
+-- Batches whose reactor died (lease expired) get their `jobs` row closed as failed, so status stays truthful.
+WITH dead AS (
+    UPDATE reactor.job_runs r
+       SET finished_at = clock_timestamp(), error = 'lease expired: the reactor holding this batch stopped'
+     WHERE r.finished_at IS NULL AND r.lease_until < now()
+    RETURNING r.job_id
+)
+UPDATE jobs j SET status = 'failed', updated_at = now() FROM dead WHERE j.id = dead.job_id AND j.status = 'processing';
+
+-- name: claim
+-- Leases up to n ready rows. Gated on run_next_job in the same statement: once `stop` commits, no claim that
+-- starts afterwards takes work. Rows of a feedback already leased by another batch are left alone.
+WITH picked AS (
+    SELECT q.id
+      FROM reactor.queue q
+     WHERE q.not_before <= now()
+       AND (q.claimed_until IS NULL OR q.claimed_until < now())
+       AND NOT EXISTS (SELECT 1 FROM reactor.queue o
+                        WHERE o.feedback_id = q.feedback_id AND o.id <> q.id AND o.claimed_until >= now())
+       AND NOT EXISTS (SELECT 1 FROM job_configs c
+                        WHERE c.key = %(key)s AND (c.config::jsonb ->> 'run_next_job') = 'false')
+     ORDER BY q.priority, q.id
+     LIMIT %(n)s
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE reactor.queue q
+   SET claimed_by = %(token)s,
+       claimed_until = now() + make_interval(secs => %(lease)s),
+       attempts = q.attempts + 1
+  FROM picked
+ WHERE q.id = picked.id
+RETURNING q.id, q.feedback_id, q.op, q.attempts, q.enqueued_at, q.last_error;
+
+-- name: read_feedbacks
+SELECT id, text FROM feedbacks WHERE id = ANY(%(ids)s);
+
+-- name: active_topics
+SELECT label FROM topics WHERE is_active ORDER BY label;
+
+-- name: open_job
+INSERT INTO jobs (job_name, status, created_at, updated_at)
+VALUES (%(job_name)s, 'processing', now(), now())
+RETURNING id;
+
+-- name: open_job_run
+INSERT INTO reactor.job_runs (job_id, claim_token, worker_id, rows, lease_until)
+VALUES (%(job_id)s, %(token)s, %(worker)s, %(rows)s, now() + make_interval(secs => %(lease)s));
+
+-- name: extend_lease
+WITH q AS (
+    UPDATE reactor.queue SET claimed_until = now() + make_interval(secs => %(lease)s)
+     WHERE claimed_by = %(token)s
+)
+UPDATE reactor.job_runs SET lease_until = now() + make_interval(secs => %(lease)s) WHERE claim_token = %(token)s;
+
+-- name: release
+-- Gives a claimed batch back untouched (graceful shutdown): the attempt does not count.
+UPDATE reactor.queue
+   SET claimed_by = NULL, claimed_until = NULL, attempts = greatest(attempts - 1, 0)
+ WHERE claimed_by = %(token)s;
+
+-- name: take_owned
+-- First statement of `complete`: removes our queue rows. Rows whose lease another batch took are not ours any
+-- more, so their results are dropped (the other batch's result wins).
+DELETE FROM reactor.queue WHERE id = ANY(%(ids)s) AND claimed_by = %(token)s RETURNING id, feedback_id;
+
+-- name: lock_feedbacks
+-- Serialises concurrent completions of the same feedback so word-count deltas are computed on committed state.
+SELECT pg_advisory_xact_lock(hashtextextended('reactor.feedback:' || id::text, 0))
+  FROM unnest(%(ids)s::bigint[]) AS t(id) ORDER BY id;
+
+-- name: previous_analysis
+SELECT feedback_id, word_counts, source_queue_id FROM reactor.feedback_analysis
+ WHERE feedback_id = ANY(%(ids)s) ORDER BY feedback_id FOR UPDATE;
+
+-- name: upsert_analysis
+INSERT INTO reactor.feedback_analysis AS a
+       (feedback_id, sentiment_label, sentiment_score, topics, word_counts, sentiment_model, zero_shot_model,
+        topic_set, source_queue_id, enqueued_at, analyzed_at)
+SELECT * , clock_timestamp()
+  FROM unnest(%(feedback_id)s::bigint[], %(sentiment_label)s::text[], %(sentiment_score)s::real[],
+              %(topics)s::jsonb[], %(word_counts)s::jsonb[], %(sentiment_model)s::text[], %(zero_shot_model)s::text[],
+              %(topic_set)s::text[], %(source_queue_id)s::bigint[], %(enqueued_at)s::timestamptz[])
+ON CONFLICT (feedback_id) DO UPDATE
+   SET sentiment_label = excluded.sentiment_label, sentiment_score = excluded.sentiment_score,
+       topics = excluded.topics, word_counts = excluded.word_counts, sentiment_model = excluded.sentiment_model,
+       zero_shot_model = excluded.zero_shot_model, topic_set = excluded.topic_set,
+       source_queue_id = excluded.source_queue_id, enqueued_at = excluded.enqueued_at,
+       analyzed_at = excluded.analyzed_at;
+
+-- name: delete_analysis
+DELETE FROM reactor.feedback_analysis WHERE feedback_id = ANY(%(ids)s);
+
+-- name: apply_word_deltas
+-- Sorted input keeps lock order stable across concurrent reactors (no deadlocks on hot words).
+INSERT INTO reactor.word_counts AS w (word, count)
+SELECT word, delta FROM unnest(%(words)s::text[], %(deltas)s::bigint[]) AS t(word, delta) ORDER BY word
+ON CONFLICT (word) DO UPDATE SET count = w.count + excluded.count;
+
+-- name: drop_zero_words
+DELETE FROM reactor.word_counts WHERE word = ANY(%(words)s) AND count = 0 RETURNING word;
+
+-- name: retry_later
+UPDATE reactor.queue
+   SET claimed_by = NULL, claimed_until = NULL, last_error = t.error,
+       not_before = now() + make_interval(secs => t.delay)
+  FROM unnest(%(ids)s::bigint[], %(errors)s::text[], %(delays)s::float8[]) AS t(id, error, delay)
+ WHERE queue.id = t.id AND queue.claimed_by = %(token)s;
+
+-- name: park
+WITH gone AS (
+    DELETE FROM reactor.queue q
+     USING unnest(%(ids)s::bigint[], %(errors)s::text[]) AS t(id, error)
+     WHERE q.id = t.id AND q.claimed_by = %(token)s
+    RETURNING q.id, q.feedback_id, q.op, q.attempts, q.enqueued_at, t.error
+)
+INSERT INTO reactor.failed (queue_id, feedback_id, op, attempts, error, enqueued_at)
+SELECT id, feedback_id, op, attempts, error, enqueued_at FROM gone
+ON CONFLICT (queue_id) DO UPDATE SET attempts = excluded.attempts, error = excluded.error, failed_at = now();
+
+-- name: outbox_upsert
+INSERT INTO reactor.outbox (index_kind, doc_id, action)
+SELECT * FROM unnest(%(kinds)s::text[], %(doc_ids)s::text[], %(actions)s::text[])
+ON CONFLICT (index_kind, doc_id) DO UPDATE
+   SET action = excluded.action, id = nextval('reactor.outbox_id_seq'), attempts = 0,
+       not_before = '-infinity', last_error = NULL, parked_at = NULL;
+
+-- name: close_job
+UPDATE jobs SET status = %(status)s, last_processed_id = %(last_id)s, updated_at = now() WHERE id = %(job_id)s;
+
+-- name: close_job_run
+UPDATE reactor.job_runs
+   SET finished_at = clock_timestamp(), duration_ms = %(ms)s, error = %(error)s
+ WHERE job_id = %(job_id)s;
+
+-- name: heartbeat
+INSERT INTO reactor.workers (id, host, pid, state) VALUES (%(id)s, %(host)s, %(pid)s, %(state)s)
+ON CONFLICT (id) DO UPDATE SET last_seen = now(), state = excluded.state;
+
+-- name: worker_gone
+DELETE FROM reactor.workers WHERE id = %(id)s;
+
+-- name: retry_failed
+WITH back AS (DELETE FROM reactor.failed RETURNING feedback_id, op, enqueued_at)
+INSERT INTO reactor.queue (feedback_id, op, enqueued_at) SELECT feedback_id, op, enqueued_at FROM back;
+
+-- name: status
+SELECT
+    (SELECT count(*) FROM reactor.queue)                                              AS queue_depth,
+    (SELECT count(*) FROM reactor.queue WHERE claimed_until >= now())                 AS in_flight,
+    (SELECT count(*) FROM reactor.failed)                                             AS failed_rows,
+    (SELECT count(*) FROM reactor.feedback_analysis)                                  AS analysed,
+    (SELECT count(*) FROM reactor.outbox WHERE parked_at IS NULL)                     AS outbox_depth,
+    (SELECT count(*) FROM jobs WHERE status = 'processing')                           AS incomplete_jobs,
+    (SELECT config::jsonb FROM job_configs WHERE key = %(key)s ORDER BY id LIMIT 1)  AS config;
+
+-- name: last_job
+SELECT j.id, j.status, j.last_processed_id, j.updated_at, r.rows, r.duration_ms, r.error
+  FROM jobs j LEFT JOIN reactor.job_runs r ON r.job_id = j.id
+ WHERE j.job_name = %(job_name)s ORDER BY j.id DESC LIMIT 1;
+
+-- name: workers
+SELECT id, host, pid, started_at, last_seen, state FROM reactor.workers ORDER BY started_at;
