@@ -107,7 +107,7 @@ def load_enricher(settings: config_mod.Settings, models: str | None = None) -> A
     if source in ("stand-in", "standin"):
         from reactor.nlp.standin import StandInSentiment, StandInZeroShot
 
-        return Enricher(StandInSentiment(), StandInZeroShot())
+        return Enricher(StandInSentiment(), StandInZeroShot(), max_text_bytes=_max_text_bytes())
     try:
         from reactor.nlp.onnx import ModelLoadError, load_models
     except ImportError as exc:
@@ -116,7 +116,13 @@ def load_enricher(settings: config_mod.Settings, models: str | None = None) -> A
         sentiment, zero_shot = load_models(source, precision=settings.precision, device=settings.device)
     except ModelLoadError as exc:
         raise Fail(str(exc)) from None
-    return Enricher(sentiment, zero_shot)
+    return Enricher(sentiment, zero_shot, max_text_bytes=_max_text_bytes())
+
+
+def _max_text_bytes() -> int:
+    from reactor.enrich import DEFAULT_MAX_TEXT_BYTES
+
+    return int(os.environ.get("REACTOR_MAX_TEXT_BYTES") or DEFAULT_MAX_TEXT_BYTES)
 
 
 @main.command(context_settings=CONTEXT)
@@ -145,7 +151,8 @@ def listen(models: str | None, max_wait_ms: float, poll_interval: float, lease_s
         click.echo("NOTE: these models have RANDOM weights (built locally): their labels are not real analysis.",
                    err=True)
     options = Options(max_wait_ms=max_wait_ms, poll_s=poll_interval, lease_s=lease_s, grace_s=grace_s,
-                      exit_when_idle=exit_when_idle)
+                      exit_when_idle=exit_when_idle,
+                      retry_base_s=float(os.environ.get("REACTOR_RETRY_BASE_S") or 1.0))
     sys.exit(asyncio.run(_serve(settings, url, enricher, options)))
 
 

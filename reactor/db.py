@@ -105,7 +105,7 @@ def make_pool(url: str, *, min_size: int = 1, max_size: int = 4) -> AsyncConnect
         max_size=max_size,
         open=False,
         check=AsyncConnectionPool.check_connection,
-        kwargs={"autocommit": True},
+        kwargs={"autocommit": True, "application_name": "reactor-worker"},
         name="reactor-work",
         reconnect_timeout=24 * 3600,
     )

@@ -84,6 +84,11 @@ class Enricher:
     def random_weights(self) -> bool:
         return bool(self.sentiment.random_weights or self.zero_shot.random_weights)
 
+    def warm_up(self) -> None:
+        """Load lazy resources (stopword list, model sessions) before the first batch, not during it."""
+        count_words("warm up")
+        self.enrich([Item(0, "warm up")], ["warm up"])
+
     def enrich(self, items: Sequence[Item], labels: Sequence[str]) -> list[Result]:
         """Analyse a batch; never raises for a bad row, returns one result per item in order."""
         results: dict[int, Result] = {}

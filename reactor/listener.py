@@ -47,7 +47,9 @@ class Listener:
         failures = 0
         while not stop.is_set():
             try:
-                async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                async with await psycopg.AsyncConnection.connect(
+                    self.url, autocommit=True, application_name="reactor-listener"
+                ) as conn:
                     await conn.execute(f"LISTEN {WORK_CHANNEL}")
                     await conn.execute(f"LISTEN {CONTROL_CHANNEL}")
                     self.connected.set()

@@ -83,9 +83,31 @@ class Claim:
     deletes: list[int]                    # feedback ids whose row no longer exists
     started: float = field(default_factory=time.monotonic)
 
+    def only(self, fids: set[int]) -> Claim:
+        """The part of this batch that concerns `fids` (to store results one feedback at a time)."""
+        return Claim(
+            token=self.token,
+            job_id=self.job_id,
+            queue_ids=[qid for f in sorted(fids) for qid in self.rows_of.get(f, [])],
+            items=[i for i in self.items if i.feedback_id in fids],
+            labels=self.labels,
+            version={f: v for f, v in self.version.items() if f in fids},
+            enqueued_at={f: v for f, v in self.enqueued_at.items() if f in fids},
+            attempts={f: v for f, v in self.attempts.items() if f in fids},
+            rows_of={f: v for f, v in self.rows_of.items() if f in fids},
+            deletes=[f for f in self.deletes if f in fids],
+            started=self.started,
+        )
+
+    @property
+    def feedback_ids(self) -> list[int]:
+        return sorted(self.rows_of)
+
 
 @dataclass
 class Outcome:
+    """What a completion did; outcomes of parts of one batch add up with `+`."""
+
     analysed: int = 0
     deleted: int = 0
     stale: int = 0        # dropped: a newer result was already committed, or our lease was taken over
@@ -93,6 +115,12 @@ class Outcome:
     parked: int = 0
     words_changed: int = 0
     errors: list[str] = field(default_factory=list)
+
+    def __add__(self, other: Outcome) -> Outcome:
+        fields = ("analysed", "deleted", "stale", "retried", "parked", "words_changed")
+        total = Outcome(**{f: getattr(self, f) + getattr(other, f) for f in fields})
+        total.errors = self.errors + other.errors
+        return total
 
 
 async def read_config(conn: AsyncConnection, key: str) -> JobConfig:

@@ -24,7 +24,7 @@ from reactor import logs, store
 from reactor.batching import Debouncer
 from reactor.config import Settings
 from reactor.db import make_pool
-from reactor.enrich import Enricher, Result
+from reactor.enrich import Enricher, ItemError, Result
 from reactor.listener import Listener
 from reactor.sql import q
 
@@ -99,6 +99,7 @@ class Reactor:
         return "running" if self.config.run_next_job else "paused"
 
     async def run(self) -> int:
+        await asyncio.get_running_loop().run_in_executor(self.executor, self.enricher.warm_up)
         await self.pool.open(wait=False)
         self.debouncer.notify(0)  # catch-up pass at start
         tasks = [
@@ -139,7 +140,7 @@ class Reactor:
             try:
                 if reason == "poll":
                     await self._reload_config(source="poll")
-                drained = await self._drain()
+                await self._drain()
                 failures = 0
             except TRANSIENT as exc:
                 failures += 1
@@ -150,20 +151,22 @@ class Reactor:
                     await asyncio.wait_for(self.stop_event.wait(), timeout=delay)
                 self.debouncer.notify(0)
                 continue
-            if self.opt.exit_when_idle and drained == 0 and await self._queue_empty():
+            except Exception as exc:  # a bug must not kill the daemon: its rows retry after their lease
+                failures += 1
+                log.exception("reactor.unexpected_error", extra={"fields": {"error": logs.redact(repr(exc))}})
+                self.in_flight = None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop_event.wait(), timeout=min(30.0, 0.5 * 2 ** min(failures, 6)))
+                continue
+            if self.opt.exit_when_idle and await self._queue_empty():
                 logs.event(log, "reactor.idle_exit")
                 break
 
-    async def _drain(self) -> int:
+    async def _drain(self) -> None:
         """Claim and process batches until the queue has no ready rows (or we are paused/stopping)."""
-        total = 0
         while not self.stop_event.is_set() and self.config.run_next_job:
-            cfg = self.config
-            processed = await self._one_batch(cfg)
-            if processed == 0:
+            if await self._one_batch(self.config) == 0:
                 break
-            total += processed
-        return total
 
     async def _one_batch(self, cfg: store.JobConfig) -> int:
         self._seq += 1
@@ -186,18 +189,45 @@ class Reactor:
             self.stop_event.set()
             return 0
         t2 = time.monotonic()
-        outcome = await self._with_retries(
-            lambda conn: store.complete(
-                conn, claim, results, max_attempts=cfg.max_attempts, outbox=self.settings.opensearch_enabled,
-                retry_base_s=self.opt.retry_base_s,
-            )
-        )
+        try:
+            outcome = await self._complete(claim, results, cfg)
+        except TRANSIENT:
+            raise
+        except psycopg.Error as exc:  # e.g. a value the database rejects: isolate the row that causes it
+            logs.event(log, "batch.complete_failed", logging.WARNING, job_id=claim.job_id,
+                       error=logs.redact(str(exc)), action="storing results one feedback at a time")
+            outcome = await self._complete_singly(claim, results, cfg)
         self.in_flight = None
         t3 = time.monotonic()
         self._account(claim, outcome, (t1 - t0, t2 - t1, t3 - t2))
         if self.sink is not None:
             self.sink.wake()  # type: ignore[attr-defined]
         return len(claim.queue_ids)
+
+    async def _complete(self, claim: store.Claim, results: list[Result], cfg: store.JobConfig) -> store.Outcome:
+        return await self._with_retries(
+            lambda conn: store.complete(
+                conn, claim, results, max_attempts=cfg.max_attempts, outbox=self.settings.opensearch_enabled,
+                retry_base_s=self.opt.retry_base_s,
+            )
+        )
+
+    async def _complete_singly(self, claim: store.Claim, results: list[Result], cfg: store.JobConfig) -> store.Outcome:
+        """One transaction per feedback; a result the database refuses becomes that row's error (retry, then
+        park) while its neighbours commit normally."""
+        by_id = {r.feedback_id: r for r in results}
+        total = store.Outcome()
+        for fid in claim.feedback_ids:
+            part = claim.only({fid})
+            mine = [by_id[fid]] if fid in by_id else []
+            try:
+                total += await self._complete(part, mine, cfg)
+            except TRANSIENT:
+                raise
+            except psycopg.Error as exc:
+                error = ItemError(fid, f"could not store the result: {logs.redact(str(exc)).strip()}"[:2000])
+                total += await self._complete(part, [error], cfg)
+        return total
 
     def _past_deadline(self) -> bool:
         return self.stop_deadline is not None and time.monotonic() > self.stop_deadline

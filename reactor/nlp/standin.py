@@ -6,12 +6,25 @@ Scores come from a hash of the text, so they are stable across runs and processe
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 from collections.abc import Sequence
 
 
 def _unit(*parts: str) -> float:
     digest = hashlib.blake2b("\x1f".join(parts).encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
+
+
+def _fault_injection(texts: Sequence[str]) -> None:
+    """Test hooks, off by default: REACTOR_STANDIN_DELAY_MS slows each call (to kill a reactor mid-batch),
+    REACTOR_STANDIN_FAIL_ON makes a call fail when a text contains that marker (a poison row)."""
+    delay = float(os.environ.get("REACTOR_STANDIN_DELAY_MS") or 0)
+    if delay:
+        time.sleep(delay / 1000)
+    marker = os.environ.get("REACTOR_STANDIN_FAIL_ON")
+    if marker and any(marker in t for t in texts):
+        raise RuntimeError(f"stand-in model refused a text containing {marker!r}")
 
 
 class StandInSentiment:
@@ -21,6 +34,7 @@ class StandInSentiment:
     random_weights = True
 
     def predict(self, texts: Sequence[str]) -> list[tuple[str, float]]:
+        _fault_injection(texts)
         out = []
         for text in texts:
             p = _unit("sentiment", text)

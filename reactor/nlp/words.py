@@ -9,6 +9,7 @@ from pathlib import Path
 
 DATA_DIR = Path(__file__).parent / "data"
 MIN_LENGTH = 3
+MAX_LENGTH = 64  # longer "words" are noise (hashes, base64, a key held down); also keeps index rows small
 _TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
 
 
@@ -25,11 +26,15 @@ def stopwords() -> frozenset[str]:
 
 
 def tokens(text: str | None) -> list[str]:
-    """Lower-case word tokens (letters/digits, inner apostrophes kept) of at least three characters, no stopwords."""
+    """Lower-case word tokens (letters/digits, inner apostrophes kept) of 3..64 characters, no stopwords."""
     if not text:
         return []
     stop = stopwords()
-    return [t for t in _TOKEN.findall(text.lower()) if len(t) >= MIN_LENGTH and t not in stop and not t.isdigit()]
+    return [
+        t
+        for t in _TOKEN.findall(text.lower())
+        if MIN_LENGTH <= len(t) <= MAX_LENGTH and t not in stop and not t.isdigit()
+    ]
 
 
 def count_words(text: str | None) -> dict[str, int]:

@@ -9,7 +9,7 @@ CREATE TABLE reactor.queue (
     op             text NOT NULL CHECK (op IN ('upsert', 'delete')),
     priority       smallint NOT NULL DEFAULT 0,          -- 0 fresh work, higher = reprocessing (served later)
     enqueued_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
-    not_before     timestamptz NOT NULL DEFAULT '-infinity',  -- retry backoff
+    not_before     timestamptz NOT NULL DEFAULT now(),  -- retry backoff
     attempts       integer NOT NULL DEFAULT 0,
     claimed_by     text,                                  -- claim token of the batch holding the lease
     claimed_until  timestamptz,                           -- lease end; an expired lease may be reclaimed
@@ -49,7 +49,7 @@ CREATE TABLE reactor.feedback_analysis (
 -- Accumulated word counts: always equal to the sum of feedback_analysis.word_counts.
 CREATE TABLE reactor.word_counts (
     word   text PRIMARY KEY,
-    count  bigint NOT NULL CHECK (count >= 0)
+    count  bigint NOT NULL
 );
 
 -- Per-batch details beside the original `jobs` row (kept apart so user tables keep their columns).

@@ -1,0 +1,51 @@
+"""Checks shared by integration and acceptance tests."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import psycopg
+
+from reactor.nlp.words import count_words
+
+
+def recount(url: str) -> dict[str, int]:
+    """Word totals recomputed from scratch from the feedback texts as they are now."""
+    total: Counter[str] = Counter()
+    with psycopg.connect(url) as conn:
+        for (text,) in conn.execute("SELECT text FROM feedbacks"):
+            total.update(count_words(text))
+    return dict(total)
+
+
+def stored_counts(url: str) -> dict[str, int]:
+    with psycopg.connect(url) as conn:
+        return dict(conn.execute("SELECT word, count FROM reactor.word_counts").fetchall())
+
+
+def assert_consistent(url: str) -> None:
+    """Every feedback analysed once, none extra, word totals equal a recount."""
+    with psycopg.connect(url) as conn:
+        missing = conn.execute(
+            "SELECT count(*) FROM feedbacks f LEFT JOIN reactor.feedback_analysis a ON a.feedback_id = f.id "
+            "WHERE a.feedback_id IS NULL"
+        ).fetchone()[0]
+        orphans = conn.execute(
+            "SELECT count(*) FROM reactor.feedback_analysis a LEFT JOIN feedbacks f ON f.id = a.feedback_id "
+            "WHERE f.id IS NULL"
+        ).fetchone()[0]
+    assert missing == 0, f"{missing} feedback rows have no analysis"
+    assert orphans == 0, f"{orphans} analyses belong to deleted feedback"
+    assert stored_counts(url) == recount(url)
+
+
+def insert(url: str, texts: list[str | None]) -> list[int]:
+    with psycopg.connect(url) as conn:
+        cur = conn.cursor()
+        cur.executemany("INSERT INTO feedbacks (text) VALUES (%s) RETURNING id", [(t,) for t in texts], returning=True)
+        ids = []
+        while True:
+            ids.append(cur.fetchone()[0])
+            if not cur.nextset():
+                break
+        return ids
