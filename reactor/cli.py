@@ -52,8 +52,12 @@ def _connect(url: str, autocommit: bool = True) -> Any:
 
 
 @click.group(context_settings=CONTEXT)
-@click.option("--log-level", default=lambda: os.environ.get("REACTOR_LOG_LEVEL", "INFO"), show_default="INFO",
-              help="Log level of the JSON logs written to stderr.")
+@click.option(
+    "--log-level",
+    default=lambda: os.environ.get("REACTOR_LOG_LEVEL", "INFO"),
+    show_default="INFO",
+    help="Log level of the JSON logs written to stderr.",
+)
 @click.version_option(package_name="feedback-reactor")
 def main(log_level: str) -> None:
     """Feedback Reactor: analyses every committed feedback row (sentiment, topics, word counts).
@@ -126,18 +130,36 @@ def _max_text_bytes() -> int:
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("--models", default=None,
-              help="ONNX model folder (default: REACTOR_MODELS, else models_onnx), or `stand-in`.")
+@click.option(
+    "--models", default=None, help="ONNX model folder (default: REACTOR_MODELS, else models_onnx), or `stand-in`."
+)
 @click.option("--max-wait-ms", default=50.0, show_default=True, help="Debounce: wait this long for a full batch.")
 @click.option("--poll-interval", default=5.0, show_default=True, help="Seconds between polls when no wake-up comes.")
-@click.option("--lease", "lease_s", default=30.0, show_default=True,
-              help="Seconds a batch stays leased (extended while it runs); a dead reactor's rows return after it.")
-@click.option("--grace", "grace_s", default=30.0, show_default=True,
-              help="On SIGTERM/SIGINT, seconds to finish the batch in flight before giving it back.")
+@click.option(
+    "--lease",
+    "lease_s",
+    default=30.0,
+    show_default=True,
+    help="Seconds a batch stays leased (extended while it runs); a dead reactor's rows return after it.",
+)
+@click.option(
+    "--grace",
+    "grace_s",
+    default=30.0,
+    show_default=True,
+    help="On SIGTERM/SIGINT, seconds to finish the batch in flight before giving it back.",
+)
 @click.option("--exit-when-idle", is_flag=True, help="Exit once the queue is empty (demos and one-off catch-up).")
 @click.option("--no-opensearch", is_flag=True, help="Do not index into OpenSearch even if OPENSEARCH_ENDPOINT is set.")
-def listen(models: str | None, max_wait_ms: float, poll_interval: float, lease_s: float, grace_s: float,
-           exit_when_idle: bool, no_opensearch: bool) -> None:
+def listen(
+    models: str | None,
+    max_wait_ms: float,
+    poll_interval: float,
+    lease_s: float,
+    grace_s: float,
+    exit_when_idle: bool,
+    no_opensearch: bool,
+) -> None:
     """Run the reactor daemon: LISTEN for new feedback, analyse it, write results back."""
     from reactor.worker import Options
 
@@ -148,11 +170,17 @@ def listen(models: str | None, max_wait_ms: float, poll_interval: float, lease_s
     _connect(url).close()  # fail fast with a readable error on a wrong DATABASE_URL
     enricher = load_enricher(settings, models)
     if enricher.random_weights:
-        click.echo("NOTE: these models have RANDOM weights (built locally): their labels are not real analysis.",
-                   err=True)
-    options = Options(max_wait_ms=max_wait_ms, poll_s=poll_interval, lease_s=lease_s, grace_s=grace_s,
-                      exit_when_idle=exit_when_idle,
-                      retry_base_s=float(os.environ.get("REACTOR_RETRY_BASE_S") or 1.0))
+        click.echo(
+            "NOTE: these models have RANDOM weights (built locally): their labels are not real analysis.", err=True
+        )
+    options = Options(
+        max_wait_ms=max_wait_ms,
+        poll_s=poll_interval,
+        lease_s=lease_s,
+        grace_s=grace_s,
+        exit_when_idle=exit_when_idle,
+        retry_base_s=float(os.environ.get("REACTOR_RETRY_BASE_S") or 1.0),
+    )
     sys.exit(asyncio.run(_serve(settings, url, enricher, options)))
 
 
@@ -230,26 +258,49 @@ def status(as_json: bool) -> None:
     info = {
         "state": "running" if cfg.get("run_next_job", True) not in (False, "false") else "paused",
         "batch_size": cfg.get("batch_size"),
-        "queue_depth": queue_depth, "in_flight": in_flight, "failed_rows": failed, "analysed": analysed,
-        "outbox_depth": outbox, "incomplete_jobs": incomplete,
-        "last_batch": None if not last else {
-            "job_id": last[0], "status": last[1], "last_processed_id": last[2], "at": last[3].isoformat(),
-            "rows": last[4], "duration_ms": last[5], "error": last[6],
+        "queue_depth": queue_depth,
+        "in_flight": in_flight,
+        "failed_rows": failed,
+        "analysed": analysed,
+        "outbox_depth": outbox,
+        "incomplete_jobs": incomplete,
+        "last_batch": None
+        if not last
+        else {
+            "job_id": last[0],
+            "status": last[1],
+            "last_processed_id": last[2],
+            "at": last[3].isoformat(),
+            "rows": last[4],
+            "duration_ms": last[5],
+            "error": last[6],
         },
-        "workers": [{"id": w[0], "host": w[1], "pid": w[2], "started_at": w[3].isoformat(),
-                     "last_seen": w[4].isoformat(), "state": w[5]} for w in workers],
+        "workers": [
+            {
+                "id": w[0],
+                "host": w[1],
+                "pid": w[2],
+                "started_at": w[3].isoformat(),
+                "last_seen": w[4].isoformat(),
+                "state": w[5],
+            }
+            for w in workers
+        ],
     }
     if as_json:
         click.echo(orjson.dumps(info, option=orjson.OPT_INDENT_2).decode())
     else:
         click.echo(f"state: {info['state']} (batch_size {info['batch_size']})")
-        click.echo(f"queue: {queue_depth} waiting ({in_flight} leased), {failed} failed, {analysed} analysed, "
-                   f"outbox {outbox}")
+        click.echo(
+            f"queue: {queue_depth} waiting ({in_flight} leased), {failed} failed, {analysed} analysed, outbox {outbox}"
+        )
         if info["last_batch"]:
             lb = info["last_batch"]
-            click.echo(f"last batch: job {lb['job_id']} {lb['status']}, {lb['rows']} rows, "
-                       f"{(lb['duration_ms'] or 0):.1f} ms, last id {lb['last_processed_id']}"
-                       + (f", error: {lb['error']}" if lb["error"] else ""))
+            click.echo(
+                f"last batch: job {lb['job_id']} {lb['status']}, {lb['rows']} rows, "
+                f"{(lb['duration_ms'] or 0):.1f} ms, last id {lb['last_processed_id']}"
+                + (f", error: {lb['error']}" if lb["error"] else "")
+            )
         click.echo(f"workers: {len(workers)}")
         for w in info["workers"]:
             click.echo(f"  {w['id']} {w['state']} last seen {w['last_seen']}")

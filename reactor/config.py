@@ -30,10 +30,10 @@ class Settings:
     opensearch_pass: str | None = None
     opensearch_verify_certs: bool = True
     opensearch_ca_certs: str | None = None
-    opensearch_aws_region: str | None = None       # set → sign requests with SigV4 (Amazon OpenSearch Service)
-    job_key: str = "feedback_analysis"              # job_configs.key the reactor obeys
-    job_name: str = "feedback_analysis"             # jobs.job_name it writes
-    models: str = "models_onnx"                     # ONNX folder, or "stand-in" for the fast fake models
+    opensearch_aws_region: str | None = None  # set → sign requests with SigV4 (Amazon OpenSearch Service)
+    job_key: str = "feedback_analysis"  # job_configs.key the reactor obeys
+    job_name: str = "feedback_analysis"  # jobs.job_name it writes
+    models: str = "models_onnx"  # ONNX folder, or "stand-in" for the fast fake models
     precision: str = "fp32"
     device: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)

@@ -109,5 +109,3 @@ def make_pool(url: str, *, min_size: int = 1, max_size: int = 4) -> AsyncConnect
         name="reactor-work",
         reconnect_timeout=24 * 3600,
     )
-
-

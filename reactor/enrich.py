@@ -106,9 +106,7 @@ class Enricher:
         except Exception as batch_exc:
             for item in todo:  # isolate: the poison row fails alone
                 try:
-                    results[item.feedback_id] = (
-                        self._analyse([item], labels)[0] if len(todo) > 1 else _raise(batch_exc)
-                    )
+                    results[item.feedback_id] = self._analyse([item], labels)[0] if len(todo) > 1 else _raise(batch_exc)
                 except Exception as exc:
                     results[item.feedback_id] = ItemError(item.feedback_id, _describe(exc))
         return [results[item.feedback_id] for item in items]

@@ -76,11 +76,11 @@ class Claim:
     queue_ids: list[int]
     items: list[Item]
     labels: list[str]
-    version: dict[int, int]               # feedback id -> newest queue id in this batch
-    enqueued_at: dict[int, datetime]      # feedback id -> oldest enqueue time (latency)
-    attempts: dict[int, int]              # feedback id -> highest attempt number
-    rows_of: dict[int, list[int]]         # feedback id -> its queue ids in this batch
-    deletes: list[int]                    # feedback ids whose row no longer exists
+    version: dict[int, int]  # feedback id -> newest queue id in this batch
+    enqueued_at: dict[int, datetime]  # feedback id -> oldest enqueue time (latency)
+    attempts: dict[int, int]  # feedback id -> highest attempt number
+    rows_of: dict[int, list[int]]  # feedback id -> its queue ids in this batch
+    deletes: list[int]  # feedback ids whose row no longer exists
     started: float = field(default_factory=time.monotonic)
 
     def only(self, fids: set[int]) -> Claim:
@@ -110,7 +110,7 @@ class Outcome:
 
     analysed: int = 0
     deleted: int = 0
-    stale: int = 0        # dropped: a newer result was already committed, or our lease was taken over
+    stale: int = 0  # dropped: a newer result was already committed, or our lease was taken over
     retried: int = 0
     parked: int = 0
     words_changed: int = 0
@@ -271,9 +271,7 @@ async def complete(
             await conn.execute(q("lock_feedbacks"), {"ids": targets})
             prev = {
                 fid: (counts or {}, src)
-                for fid, counts, src in await (
-                    await conn.execute(q("previous_analysis"), {"ids": targets})
-                ).fetchall()
+                for fid, counts, src in await (await conn.execute(q("previous_analysis"), {"ids": targets})).fetchall()
             }
             upserts: list[Analysis] = []
             removals: list[int] = []
@@ -296,12 +294,8 @@ async def complete(
             changed = sorted(w for w, d in words.items() if d)
             zeroed: list[str] = []
             if changed:
-                await conn.execute(
-                    q("apply_word_deltas"), {"words": changed, "deltas": [words[w] for w in changed]}
-                )
-                zeroed = [
-                    r[0] for r in await (await conn.execute(q("drop_zero_words"), {"words": changed})).fetchall()
-                ]
+                await conn.execute(q("apply_word_deltas"), {"words": changed, "deltas": [words[w] for w in changed]})
+                zeroed = [r[0] for r in await (await conn.execute(q("drop_zero_words"), {"words": changed})).fetchall()]
             out.words_changed = len(changed)
             if outbox:
                 docs = [("feedback", str(a.feedback_id), "index") for a in upserts]

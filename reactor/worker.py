@@ -29,20 +29,26 @@ from reactor.listener import Listener
 from reactor.sql import q
 
 log = logging.getLogger("reactor.worker")
-TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors.DeadlockDetected,
-             psycopg.errors.SerializationFailure, OSError, TimeoutError)
+TRANSIENT = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+    OSError,
+    TimeoutError,
+)
 
 
 @dataclass
 class Options:
-    max_wait_ms: float = 50.0          # debounce after the first wake-up
-    poll_s: float = 5.0                # fallback when no notification arrives
-    lease_s: float = 30.0              # a dead reactor's rows are reclaimed after this
-    keepalive_s: float = 10.0          # LISTEN connection check
-    grace_s: float = 30.0              # SIGTERM: time to finish the batch in flight before giving it back
+    max_wait_ms: float = 50.0  # debounce after the first wake-up
+    poll_s: float = 5.0  # fallback when no notification arrives
+    lease_s: float = 30.0  # a dead reactor's rows are reclaimed after this
+    keepalive_s: float = 10.0  # LISTEN connection check
+    grace_s: float = 30.0  # SIGTERM: time to finish the batch in flight before giving it back
     heartbeat_s: float = 5.0
-    retry_base_s: float = 1.0          # backoff base for a row whose analysis failed
-    exit_when_idle: bool = False       # stop once the queue is drained (demo, scripts)
+    retry_base_s: float = 1.0  # backoff base for a row whose analysis failed
+    exit_when_idle: bool = False  # stop once the queue is drained (demo, scripts)
     pool_size: int = 4
 
 
@@ -61,8 +67,14 @@ class Stats:
 
 
 class Reactor:
-    def __init__(self, settings: Settings, url: str, enricher: Enricher, options: Options | None = None,
-                 sink: object | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        url: str,
+        enricher: Enricher,
+        options: Options | None = None,
+        sink: object | None = None,
+    ) -> None:
         self.settings, self.url, self.enricher = settings, url, enricher
         self.opt = options or Options()
         self.sink = sink
@@ -74,7 +86,10 @@ class Reactor:
         self.stop_deadline: float | None = None
         self.pool = make_pool(url, max_size=self.opt.pool_size)
         self.listener = Listener(
-            url, on_work=self.debouncer.notify, on_control=self._on_control, on_connect=self._on_connect,
+            url,
+            on_work=self.debouncer.notify,
+            on_control=self._on_control,
+            on_connect=self._on_connect,
             keepalive_s=self.opt.keepalive_s,
         )
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="enrich")
@@ -108,9 +123,17 @@ class Reactor:
         ]
         if self.sink is not None:
             tasks.append(asyncio.create_task(self.sink.run(self.stop_event), name="sink"))  # type: ignore[attr-defined]
-        logs.event(log, "reactor.started", worker=self.id, sentiment=self.enricher.sentiment.model_id,
-                   zero_shot=self.enricher.zero_shot.model_id, random_weights=self.enricher.random_weights,
-                   lease_s=self.opt.lease_s, poll_s=self.opt.poll_s, max_wait_ms=self.opt.max_wait_ms)
+        logs.event(
+            log,
+            "reactor.started",
+            worker=self.id,
+            sentiment=self.enricher.sentiment.model_id,
+            zero_shot=self.enricher.zero_shot.model_id,
+            random_weights=self.enricher.random_weights,
+            lease_s=self.opt.lease_s,
+            poll_s=self.opt.poll_s,
+            max_wait_ms=self.opt.max_wait_ms,
+        )
         try:
             await self._loop()
         finally:
@@ -123,8 +146,14 @@ class Reactor:
                     await conn.execute(q("worker_gone"), {"id": self.id})
             await self.pool.close(timeout=2)
             self.executor.shutdown(wait=False, cancel_futures=True)
-            logs.event(log, "reactor.stopped", worker=self.id, batches=self.stats.batches, rows=self.stats.rows,
-                       parked=self.stats.parked)
+            logs.event(
+                log,
+                "reactor.stopped",
+                worker=self.id,
+                batches=self.stats.batches,
+                rows=self.stats.rows,
+                parked=self.stats.parked,
+            )
         return 0
 
     # --- the loop ---------------------------------------------------------------------------------------
@@ -174,8 +203,14 @@ class Reactor:
         t0 = time.monotonic()
         async with self.pool.connection() as conn:
             claim = await store.claim(
-                conn, token=token, worker_id=self.id, key=self.settings.job_key, job_name=self.settings.job_name,
-                limit=cfg.batch_size, lease_s=self.opt.lease_s, max_attempts=cfg.max_attempts,
+                conn,
+                token=token,
+                worker_id=self.id,
+                key=self.settings.job_key,
+                job_name=self.settings.job_name,
+                limit=cfg.batch_size,
+                lease_s=self.opt.lease_s,
+                max_attempts=cfg.max_attempts,
             )
         if claim is None:
             return 0
@@ -194,8 +229,14 @@ class Reactor:
         except TRANSIENT:
             raise
         except psycopg.Error as exc:  # e.g. a value the database rejects: isolate the row that causes it
-            logs.event(log, "batch.complete_failed", logging.WARNING, job_id=claim.job_id,
-                       error=logs.redact(str(exc)), action="storing results one feedback at a time")
+            logs.event(
+                log,
+                "batch.complete_failed",
+                logging.WARNING,
+                job_id=claim.job_id,
+                error=logs.redact(str(exc)),
+                action="storing results one feedback at a time",
+            )
             outcome = await self._complete_singly(claim, results, cfg)
         self.in_flight = None
         t3 = time.monotonic()
@@ -207,7 +248,11 @@ class Reactor:
     async def _complete(self, claim: store.Claim, results: list[Result], cfg: store.JobConfig) -> store.Outcome:
         return await self._with_retries(
             lambda conn: store.complete(
-                conn, claim, results, max_attempts=cfg.max_attempts, outbox=self.settings.opensearch_enabled,
+                conn,
+                claim,
+                results,
+                max_attempts=cfg.max_attempts,
+                outbox=self.settings.opensearch_enabled,
                 retry_base_s=self.opt.retry_base_s,
             )
         )
@@ -260,8 +305,9 @@ class Reactor:
                     raise
                 self.stats.db_errors += 1
                 delay = min(10.0, 0.1 * 2**n)
-                logs.event(log, "reactor.retry", logging.WARNING, error=logs.redact(str(exc)), attempt=n,
-                           retry_in_s=delay)
+                logs.event(
+                    log, "reactor.retry", logging.WARNING, error=logs.redact(str(exc)), attempt=n, retry_in_s=delay
+                )
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
@@ -279,11 +325,21 @@ class Reactor:
         lat = [now - t.timestamp() for t in claim.enqueued_at.values()]
         timings = self.enricher.last_timings
         logs.event(
-            log, "batch.completed", job_id=claim.job_id, rows=len(claim.queue_ids), analysed=out.analysed,
-            deleted=out.deleted, retried=out.retried, parked=out.parked, stale=out.stale,
-            words_changed=out.words_changed, claim_ms=round(phases[0] * 1000, 2),
-            enrich_ms=round(phases[1] * 1000, 2), complete_ms=round(phases[2] * 1000, 2),
-            sentiment_ms=round(timings.sentiment_s * 1000, 2), zero_shot_ms=round(timings.zero_shot_s * 1000, 2),
+            log,
+            "batch.completed",
+            job_id=claim.job_id,
+            rows=len(claim.queue_ids),
+            analysed=out.analysed,
+            deleted=out.deleted,
+            retried=out.retried,
+            parked=out.parked,
+            stale=out.stale,
+            words_changed=out.words_changed,
+            claim_ms=round(phases[0] * 1000, 2),
+            enrich_ms=round(phases[1] * 1000, 2),
+            complete_ms=round(phases[2] * 1000, 2),
+            sentiment_ms=round(timings.sentiment_s * 1000, 2),
+            zero_shot_ms=round(timings.zero_shot_s * 1000, 2),
             latency_max_ms=round(max(lat) * 1000, 1) if lat else None,
             max_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             errors=out.errors or None,
@@ -323,13 +379,19 @@ class Reactor:
             if problem not in old.problems:
                 logs.event(log, "control.invalid_config", logging.WARNING, problem=problem)
         if old.run_next_job != cfg.run_next_job:
-            logs.event(log, "control.resumed" if cfg.run_next_job else "control.paused", source=source,
-                       latency_ms=latency_ms, in_flight=bool(self.in_flight))
+            logs.event(
+                log,
+                "control.resumed" if cfg.run_next_job else "control.paused",
+                source=source,
+                latency_ms=latency_ms,
+                in_flight=bool(self.in_flight),
+            )
             if cfg.run_next_job:
                 self.debouncer.notify(0)  # drain the backlog
         if old.batch_size != cfg.batch_size:
-            logs.event(log, "control.batch_size", old=old.batch_size, new=cfg.batch_size, source=source,
-                       latency_ms=latency_ms)
+            logs.event(
+                log, "control.batch_size", old=old.batch_size, new=cfg.batch_size, source=source, latency_ms=latency_ms
+            )
         if old.max_attempts != cfg.max_attempts:
             logs.event(log, "control.max_attempts", old=old.max_attempts, new=cfg.max_attempts, source=source)
 

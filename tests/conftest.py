@@ -71,8 +71,15 @@ def pg_url(empty_db: str) -> str:
 
 def reactor_env(url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REACTOR_", "OPENSEARCH_"))}
-    env.update({"DATABASE_URL": url, "REACTOR_ENV": "local", "REACTOR_MODELS": "stand-in",
-                "REACTOR_DOTENV": "/nonexistent", "PYTHONUNBUFFERED": "1"})
+    env.update(
+        {
+            "DATABASE_URL": url,
+            "REACTOR_ENV": "local",
+            "REACTOR_MODELS": "stand-in",
+            "REACTOR_DOTENV": "/nonexistent",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update(extra)
     return env
 
@@ -82,8 +89,12 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     """Run `reactor ARGS` as a user would, in a subprocess."""
     return subprocess.run(
-        [sys.executable, "-m", "reactor", *args], env=env or reactor_env(url), capture_output=True, text=True,
-        timeout=timeout, cwd=ROOT,
+        [sys.executable, "-m", "reactor", *args],
+        env=env or reactor_env(url),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
     )
 
 
@@ -95,7 +106,10 @@ class ReactorProcess:
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "reactor", "listen", *args],
-            env=reactor_env(url, **env), stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
+            env=reactor_env(url, **env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
         )
 
     def log(self) -> str:

@@ -50,6 +50,5 @@ class StandInZeroShot:
 
     def classify(self, texts: Sequence[str], labels: Sequence[str]) -> list[list[tuple[str, float]]]:
         return [
-            sorted(((label, _unit("topic", label, text)) for label in labels), key=lambda x: -x[1])
-            for text in texts
+            sorted(((label, _unit("topic", label, text)) for label in labels), key=lambda x: -x[1]) for text in texts
         ]

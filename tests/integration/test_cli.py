@@ -15,21 +15,25 @@ def test_sql_twice_is_a_noop_the_second_time(empty_db):
     with psycopg.connect(empty_db) as conn:
         before = conn.execute(
             "SELECT (SELECT count(*) FROM reactor.queue), (SELECT max(installed_at) FROM reactor.installed), "
-            "(SELECT count(*) FROM job_configs)").fetchone()
+            "(SELECT count(*) FROM job_configs)"
+        ).fetchone()
     second = run_cli(empty_db, "sql")
     assert second.returncode == 0
     assert "up to date" in second.stdout
     with psycopg.connect(empty_db) as conn:
         after = conn.execute(
             "SELECT (SELECT count(*) FROM reactor.queue), (SELECT max(installed_at) FROM reactor.installed), "
-            "(SELECT count(*) FROM job_configs)").fetchone()
+            "(SELECT count(*) FROM job_configs)"
+        ).fetchone()
     assert before == after
 
 
 def test_install_attaches_to_existing_tables_and_backfills_once(empty_db):
     with psycopg.connect(empty_db, autocommit=True) as conn:
-        conn.execute("CREATE TABLE feedbacks (id serial PRIMARY KEY, text text, product_name text, sender text, "
-                     "media_urls json, created_at timestamp DEFAULT now(), updated_at timestamp DEFAULT now())")
+        conn.execute(
+            "CREATE TABLE feedbacks (id serial PRIMARY KEY, text text, product_name text, sender text, "
+            "media_urls json, created_at timestamp DEFAULT now(), updated_at timestamp DEFAULT now())"
+        )
         conn.execute("INSERT INTO feedbacks (text) SELECT 'old row ' || g FROM generate_series(1, 7) g")
     out = run_cli(empty_db, "sql")
     assert out.returncode == 0, out.stderr
@@ -37,8 +41,14 @@ def test_install_attaches_to_existing_tables_and_backfills_once(empty_db):
     assert run_cli(empty_db, "sql").returncode == 0
     assert scalar(empty_db, "SELECT count(*) FROM reactor.queue") == 7
     # the user's own table is kept (json, not jsonb)
-    assert scalar(empty_db, "SELECT data_type FROM information_schema.columns "
-                            "WHERE table_name = 'feedbacks' AND column_name = 'media_urls'") == "json"
+    assert (
+        scalar(
+            empty_db,
+            "SELECT data_type FROM information_schema.columns "
+            "WHERE table_name = 'feedbacks' AND column_name = 'media_urls'",
+        )
+        == "json"
+    )
 
 
 def test_install_refuses_incompatible_existing_table(empty_db):
