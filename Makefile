@@ -1,0 +1,66 @@
+# Feedback Reactor — the two commands of the README are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+REACTOR := $(VENV)/bin/reactor
+MODELS ?= models_onnx
+
+.PHONY: help install sql models demo test test-fast lint format bench bench-plumbing bench-nlp opensearch-start opensearch-stop clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,export,bench]'
+	touch $@
+
+install: $(VENV)/.installed  ## create .venv with the package, export and dev extras
+
+sql: install  ## install/upgrade schema and triggers (DATABASE_URL, or the embedded PostgreSQL)
+	$(REACTOR) sql
+
+$(MODELS)/sentiment/manifest.json: | $(VENV)/.installed
+	$(REACTOR) export-models --tiny --out $(MODELS)
+
+models: install $(MODELS)/sentiment/manifest.json  ## build tiny RANDOM-weight ONNX models locally (no Hub here)
+
+demo: install models  ## embedded PostgreSQL + schema + models + sample feedback + reactor + results table
+	$(PY) scripts/demo.py --models $(MODELS)
+
+test: install  ## the whole suite: real PostgreSQL, onnxruntime, and OpenSearch when a JDK is present
+	@if command -v java >/dev/null 2>&1 && command -v curl >/dev/null 2>&1 && command -v unzip >/dev/null 2>&1; then \
+		scripts/opensearch.sh start && export OPENSEARCH_TEST_URL=$$(scripts/opensearch.sh url); \
+		$(PY) -m pytest -q; status=$$?; scripts/opensearch.sh stop; exit $$status; \
+	else \
+		echo "NOTE: no JDK/curl/unzip: OpenSearch tests will be skipped"; $(PY) -m pytest -q; \
+	fi
+
+test-fast: install  ## unit tests and the quick integration tests
+	$(PY) -m pytest -q tests/unit tests/integration -m "not slow"
+
+lint: install  ## ruff check + format check
+	$(VENV)/bin/ruff check reactor tests scripts
+	$(VENV)/bin/ruff format --check reactor tests scripts
+
+format: install
+	$(VENV)/bin/ruff format reactor tests scripts
+	$(VENV)/bin/ruff check --fix reactor tests scripts
+
+bench-plumbing: install  ## latency p50/p99 and rows/s with the stand-in model
+	$(PY) scripts/bench_plumbing.py
+
+bench-nlp: install  ## model throughput: transformers pipeline vs ONNX fp32/int8 (full-size random models)
+	$(PY) scripts/bench_nlp.py --size full
+
+bench: bench-plumbing bench-nlp  ## all benchmarks (prints tables; see BENCHMARKS.md)
+
+opensearch-start:  ## download (Maven Central) and start a local OpenSearch on 127.0.0.1:9200
+	scripts/opensearch.sh start
+
+opensearch-stop:
+	scripts/opensearch.sh stop
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
