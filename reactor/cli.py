@@ -151,6 +151,13 @@ def _max_text_bytes() -> int:
 )
 @click.option("--exit-when-idle", is_flag=True, help="Exit once the queue is empty (demos and one-off catch-up).")
 @click.option("--no-opensearch", is_flag=True, help="Do not index into OpenSearch even if OPENSEARCH_ENDPOINT is set.")
+@click.option(
+    "--http",
+    "http",
+    default=None,
+    metavar="HOST:PORT",
+    help="Serve /health and /metrics (Prometheus) here, e.g. 127.0.0.1:9187.",
+)
 def listen(
     models: str | None,
     max_wait_ms: float,
@@ -159,6 +166,7 @@ def listen(
     grace_s: float,
     exit_when_idle: bool,
     no_opensearch: bool,
+    http: str | None,
 ) -> None:
     """Run the reactor daemon: LISTEN for new feedback, analyse it, write results back."""
     from reactor.worker import Options
@@ -179,6 +187,7 @@ def listen(
         lease_s=lease_s,
         grace_s=grace_s,
         exit_when_idle=exit_when_idle,
+        http=http,
         retry_base_s=float(os.environ.get("REACTOR_RETRY_BASE_S") or 1.0),
     )
     sys.exit(asyncio.run(_serve(settings, url, enricher, options)))

@@ -26,6 +26,7 @@ from reactor.config import Settings
 from reactor.db import make_pool
 from reactor.enrich import Enricher, ItemError, Result
 from reactor.listener import Listener
+from reactor.observability import Metrics, age_s, parse_address, serve
 from reactor.sql import q
 
 log = logging.getLogger("reactor.worker")
@@ -50,6 +51,8 @@ class Options:
     retry_base_s: float = 1.0  # backoff base for a row whose analysis failed
     exit_when_idle: bool = False  # stop once the queue is drained (demo, scripts)
     pool_size: int = 4
+    http: str | None = None  # "HOST:PORT" for /health and /metrics
+    stall_s: float = 120.0  # /health says DOWN when ready rows wait this long with no progress
 
 
 @dataclass
@@ -96,6 +99,8 @@ class Reactor:
         self.in_flight: store.Claim | None = None
         self._control_tasks: set[asyncio.Task[None]] = set()
         self._seq = 0
+        self.metrics = Metrics()
+        self.oldest_ready_s: float | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
@@ -120,7 +125,11 @@ class Reactor:
         tasks = [
             asyncio.create_task(self.listener.run(self.stop_event), name="listener"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self._gauges(), name="gauges"),
         ]
+        if self.opt.http:
+            host, port = parse_address(self.opt.http)
+            tasks.append(asyncio.create_task(serve(host, port, self.metrics, self.health, self.stop_event)))
         if self.sink is not None:
             tasks.append(asyncio.create_task(self.sink.run(self.stop_event), name="sink"))  # type: ignore[attr-defined]
         logs.event(
@@ -174,6 +183,7 @@ class Reactor:
             except TRANSIENT as exc:
                 failures += 1
                 self.stats.db_errors += 1
+                self.metrics.failures.labels("database").inc()
                 delay = min(30.0, 0.2 * 2 ** min(failures, 8))
                 logs.event(log, "reactor.db_error", logging.WARNING, error=logs.redact(str(exc)), retry_in_s=delay)
                 with contextlib.suppress(TimeoutError):
@@ -182,6 +192,7 @@ class Reactor:
                 continue
             except Exception as exc:  # a bug must not kill the daemon: its rows retry after their lease
                 failures += 1
+                self.metrics.failures.labels("unexpected").inc()
                 log.exception("reactor.unexpected_error", extra={"fields": {"error": logs.redact(repr(exc))}})
                 self.in_flight = None
                 with contextlib.suppress(TimeoutError):
@@ -324,6 +335,20 @@ class Reactor:
         now = time.time()
         lat = [now - t.timestamp() for t in claim.enqueued_at.values()]
         timings = self.enricher.last_timings
+        m = self.metrics
+        m.batches.inc()
+        m.batch_seconds.observe(sum(phases))
+        for outcome in ("analysed", "deleted", "retried", "parked", "stale"):
+            if getattr(out, outcome):
+                m.rows.labels(outcome).inc(getattr(out, outcome))
+        if out.retried:
+            m.failures.labels("enrichment").inc(out.retried)
+        if out.parked:
+            m.failures.labels("parked").inc(out.parked)
+        for seconds in lat:
+            m.latency.observe(seconds)
+        m.inference.labels(self.enricher.sentiment.model_id).observe(timings.sentiment_s)
+        m.inference.labels(self.enricher.zero_shot.model_id).observe(timings.zero_shot_s)
         logs.event(
             log,
             "batch.completed",
@@ -394,6 +419,47 @@ class Reactor:
             )
         if old.max_attempts != cfg.max_attempts:
             logs.event(log, "control.max_attempts", old=old.max_attempts, new=cfg.max_attempts, source=source)
+
+    async def health(self) -> tuple[bool, dict[str, object]]:
+        """UP when the database answers, the LISTEN connection is up and ready rows are moving."""
+        info: dict[str, object] = {
+            "worker": self.id,
+            "state": self.state,
+            "queue_wait_s": self.oldest_ready_s,
+            "last_batch_s_ago": age_s(self.stats.last_batch_at),
+        }
+        reason = None
+        try:
+            async with self.pool.connection(timeout=2) as conn:
+                await asyncio.wait_for(conn.execute("SELECT 1"), 2)
+        except Exception as exc:
+            reason = f"database unreachable: {logs.redact(str(exc)).strip() or type(exc).__name__}"
+        if reason is None and not self.listener.connected.is_set():
+            reason = "LISTEN connection is down (reconnecting)"
+        if reason is None and self.state == "running" and (self.oldest_ready_s or 0) > self.opt.stall_s:
+            last = self.stats.last_batch_at
+            if last is None or time.monotonic() - last > self.opt.stall_s:
+                reason = f"stalled: ready rows have waited {self.oldest_ready_s:.0f}s with no batch completed"
+        if reason:
+            return False, {"status": "DOWN", "reason": reason, **info}
+        return True, {"status": "UP", **info}
+
+    async def _gauges(self) -> None:
+        """Refresh queue/outbox/failed gauges every few seconds (cheap counts, never on the hot path)."""
+        while not self.stop_event.is_set():
+            with contextlib.suppress(*TRANSIENT):
+                async with self.pool.connection(timeout=5) as conn:
+                    row = await (await conn.execute(q("gauges"))).fetchone()
+                if row:
+                    queue, failed, outbox, oldest = row
+                    self.metrics.queue_depth.set(queue)
+                    self.metrics.failed_rows.set(failed)
+                    self.metrics.outbox_depth.set(outbox)
+                    self.oldest_ready_s = float(oldest) if oldest is not None else None
+            self.metrics.paused.set(0 if self.config.run_next_job else 1)
+            self.metrics.notify_queue.set(self.listener.queue_usage)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), timeout=2.0)
 
     async def _heartbeat(self) -> None:
         host, pid = socket.gethostname(), os.getpid()

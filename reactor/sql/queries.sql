@@ -178,3 +178,10 @@ SELECT j.id, j.status, j.last_processed_id, j.updated_at, r.rows, r.duration_ms,
 
 -- name: workers
 SELECT id, host, pid, started_at, last_seen, state FROM reactor.workers ORDER BY started_at;
+
+-- name: gauges
+SELECT (SELECT count(*) FROM reactor.queue),
+       (SELECT count(*) FROM reactor.failed),
+       (SELECT count(*) FROM reactor.outbox WHERE parked_at IS NULL),
+       (SELECT extract(epoch FROM now() - min(enqueued_at)) FROM reactor.queue
+         WHERE not_before <= now() AND (claimed_until IS NULL OR claimed_until < now()));
