@@ -329,6 +329,65 @@ def retry_failed() -> None:
     click.echo(f"requeued {moved} failed rows")
 
 
+@main.command(context_settings=CONTEXT)
+@click.option(
+    "--stale",
+    "mode",
+    flag_value="stale",
+    default=True,
+    help="Rows analysed with another topic set or other models than the current ones (default).",
+)
+@click.option("--all", "mode", flag_value="all", help="Every analysed row.")
+@click.option(
+    "--since",
+    "since",
+    type=click.DateTime(),
+    default=None,
+    help="Rows analysed before this date/time (e.g. after a fix deployed then).",
+)
+@click.option("--models", default=None, help="Model folder whose ids count as current (default REACTOR_MODELS).")
+@click.option("--chunk", default=5000, show_default=True, help="Rows requeued per transaction.")
+@click.option("--dry-run", is_flag=True, help="Only count the rows.")
+def reprocess(mode: str, since: Any, models: str | None, chunk: int, dry_run: bool) -> None:
+    """Requeue analysed rows for a fresh analysis at low priority (new feedback is always served first)."""
+    from tqdm import tqdm
+
+    from reactor.enrich import topic_set_id
+    from reactor.sql import q
+
+    if since is not None:
+        mode = "since"
+    settings = _settings()
+    url = _url(settings)
+    enricher = load_enricher(settings, models) if mode == "stale" else None
+    with _connect(url) as conn:
+        labels = [r[0] for r in conn.execute(q("active_topics")).fetchall()]
+        params = {
+            "mode": mode,
+            "since": since,
+            "topic_set": topic_set_id(labels),
+            "chunk": chunk,
+            "after": -1,
+            "sentiment_model": enricher.sentiment.model_id if enricher else None,
+            "zero_shot_model": enricher.zero_shot.model_id if enricher else None,
+        }
+        total = conn.execute(q("reprocess_count"), params).fetchone()[0]
+        if dry_run or not total:
+            click.echo(f"{total} analysed rows match ({mode})")
+            return
+        queued = 0
+        with tqdm(total=total, unit="row", desc="requeue", disable=None) as bar:
+            while True:
+                last, seen, added = conn.execute(q("reprocess_chunk"), params).fetchone()
+                if not seen:
+                    break
+                conn.execute("SELECT pg_notify('reactor_work', '')")
+                queued += added
+                params["after"] = last
+                bar.update(seen)
+    click.echo(f"requeued {queued} of {total} rows ({mode}); rows already waiting were left as they are")
+
+
 @main.group(context_settings=CONTEXT)
 def db() -> None:
     """The embedded PostgreSQL used when DATABASE_URL is unset."""

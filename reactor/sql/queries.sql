@@ -185,3 +185,33 @@ SELECT (SELECT count(*) FROM reactor.queue),
        (SELECT count(*) FROM reactor.outbox WHERE parked_at IS NULL),
        (SELECT extract(epoch FROM now() - min(enqueued_at)) FROM reactor.queue
          WHERE not_before <= now() AND (claimed_until IS NULL OR claimed_until < now()));
+
+-- name: reprocess_chunk
+-- Requeue analysed rows at low priority (fresh inserts are served first), one chunk of ids at a time.
+-- mode: 'all'; 'stale' (topic set or a model differs from the current ones); 'since' (analysed before a date).
+WITH chosen AS (
+    SELECT a.feedback_id
+      FROM reactor.feedback_analysis a
+     WHERE a.feedback_id > %(after)s
+       AND (%(mode)s = 'all'
+            OR (%(mode)s = 'stale' AND (a.topic_set IS DISTINCT FROM %(topic_set)s
+                                        OR a.sentiment_model IS DISTINCT FROM %(sentiment_model)s
+                                        OR a.zero_shot_model IS DISTINCT FROM %(zero_shot_model)s))
+            OR (%(mode)s = 'since' AND a.analyzed_at < %(since)s))
+     ORDER BY a.feedback_id
+     LIMIT %(chunk)s
+), queued AS (
+    INSERT INTO reactor.queue (feedback_id, op, priority)
+    SELECT c.feedback_id, 'upsert', 2 FROM chosen c
+     WHERE NOT EXISTS (SELECT 1 FROM reactor.queue q WHERE q.feedback_id = c.feedback_id)
+    RETURNING 1
+)
+SELECT (SELECT max(feedback_id) FROM chosen), (SELECT count(*) FROM chosen), (SELECT count(*) FROM queued);
+
+-- name: reprocess_count
+SELECT count(*) FROM reactor.feedback_analysis a
+ WHERE %(mode)s = 'all'
+    OR (%(mode)s = 'stale' AND (a.topic_set IS DISTINCT FROM %(topic_set)s
+                                OR a.sentiment_model IS DISTINCT FROM %(sentiment_model)s
+                                OR a.zero_shot_model IS DISTINCT FROM %(zero_shot_model)s))
+    OR (%(mode)s = 'since' AND a.analyzed_at < %(since)s);
