@@ -73,7 +73,14 @@ def main(log_level: str) -> None:
 @click.option("--uninstall", is_flag=True, help="Remove the reactor's triggers and schema (user tables stay).")
 @click.option("--force", is_flag=True, help="Re-create functions and triggers even if unchanged.")
 @click.option("--no-backfill", is_flag=True, help="Do not enqueue feedback rows that exist already.")
-def sql_cmd(uninstall: bool, force: bool, no_backfill: bool) -> None:
+@click.option(
+    "--grant-listener",
+    "grant_role",
+    metavar="ROLE",
+    default=None,
+    help="Also grant ROLE the least privileges `reactor listen` needs (see reactor/sql/grants.sql).",
+)
+def sql_cmd(uninstall: bool, force: bool, no_backfill: bool, grant_role: str | None) -> None:
     """Install or upgrade the schema, triggers and backfill (idempotent: safe to run again)."""
     from reactor import sql
 
@@ -89,6 +96,12 @@ def sql_cmd(uninstall: bool, force: bool, no_backfill: bool) -> None:
         except sql.SchemaError as exc:
             raise Fail(str(exc)) from None
         version = sql.schema_version(conn)
+        if grant_role:
+            try:
+                sql.grant_listener(conn, grant_role)
+            except Exception as exc:
+                raise Fail(f"cannot grant to role {grant_role!r}: {logs.redact(str(exc)).strip()}") from None
+            click.echo(f"granted role {grant_role!r} what `reactor listen` needs")
     if not report.changed:
         click.echo(f"Schema is up to date (version {version}); nothing to do.")
         return

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import psycopg
+from psycopg import sql
 
 from reactor import logs
 from reactor.db import explain, with_keepalive
@@ -50,8 +51,8 @@ class Listener:
                 async with await psycopg.AsyncConnection.connect(
                     self.url, autocommit=True, application_name="reactor-listener"
                 ) as conn:
-                    await conn.execute(f"LISTEN {WORK_CHANNEL}")
-                    await conn.execute(f"LISTEN {CONTROL_CHANNEL}")
+                    for channel in (WORK_CHANNEL, CONTROL_CHANNEL):
+                        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                     self.connected.set()
                     self.last_ok = time.monotonic()
                     if failures or self.reconnects:

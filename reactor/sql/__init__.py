@@ -138,6 +138,26 @@ def install(conn: psycopg.Connection, *, job_key: str, force: bool = False, back
     return report
 
 
+def grant_listener(conn: psycopg.Connection, role: str) -> None:
+    """Give `role` exactly what `reactor listen` needs (grants.sql); the role name is quoted, never formatted."""
+    with conn.transaction():
+        for statement in _statements(read("grants.sql")):
+            conn.execute(sql.SQL(statement).format(role=sql.Identifier(role)))  # type: ignore[arg-type]
+        row = conn.execute("SELECT pg_get_serial_sequence('jobs', 'id')").fetchone()
+        if row and row[0]:  # the user's jobs table may use a serial (needs the grant) or an identity column
+            schema, _, name = row[0].rpartition(".")
+            conn.execute(
+                sql.SQL("GRANT USAGE ON SEQUENCE {} TO {}").format(
+                    sql.Identifier(schema.strip('"'), name.strip('"')), sql.Identifier(role)
+                )
+            )
+
+
+def _statements(text: str) -> list[str]:
+    body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    return [s.strip() for s in body.split(";") if s.strip()]
+
+
 def uninstall(conn: psycopg.Connection) -> None:
     """Drop triggers and the reactor schema; user tables and rows stay."""
     with conn.transaction():

@@ -1,10 +1,11 @@
 -- Idempotent objects (functions and triggers), re-created by every `reactor sql` whose checksum changed.
 -- Statement-level triggers with transition tables: a 1M-row COPY costs one INSERT into the queue, and the
 -- constant NOTIFY payload is merged by PostgreSQL into one wake-up per transaction. The payload never
--- carries data: NOTIFY's 8000-byte limit would abort the user's INSERT.
+-- carries data: NOTIFY's 8000-byte limit would abort the user's INSERT. SECURITY DEFINER with a fixed
+-- search_path: roles that write feedbacks need no rights on schema reactor.
 
 CREATE OR REPLACE FUNCTION reactor.enqueue_inserted() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO reactor.queue (feedback_id, op) SELECT n.id, 'upsert' FROM new_rows n;
     IF FOUND THEN
@@ -14,7 +15,7 @@ BEGIN
 END $$;
 
 CREATE OR REPLACE FUNCTION reactor.enqueue_updated() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     -- Only text changes matter for analysis; a changed id counts as delete of the old plus insert of the new.
     INSERT INTO reactor.queue (feedback_id, op)
@@ -32,7 +33,7 @@ BEGIN
 END $$;
 
 CREATE OR REPLACE FUNCTION reactor.enqueue_deleted() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO reactor.queue (feedback_id, op) SELECT o.id, 'delete' FROM old_rows o;
     IF FOUND THEN
@@ -42,7 +43,7 @@ BEGIN
 END $$;
 
 CREATE OR REPLACE FUNCTION reactor.enqueue_truncated() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO reactor.queue (feedback_id, op) SELECT a.feedback_id, 'delete' FROM reactor.feedback_analysis a;
     IF FOUND THEN
@@ -53,7 +54,7 @@ END $$;
 
 -- Control: the payload is the config key and the statement's clock (for the control-latency log), never data.
 CREATE OR REPLACE FUNCTION reactor.notify_control() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM pg_notify('reactor_control',
                       left(coalesce(NEW.key, OLD.key), 200) || '|' || extract(epoch FROM clock_timestamp())::text);
@@ -61,7 +62,7 @@ BEGIN
 END $$;
 
 CREATE OR REPLACE FUNCTION reactor.notify_topics() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM pg_notify('reactor_control', 'topics|' || extract(epoch FROM clock_timestamp())::text);
     RETURN NULL;
