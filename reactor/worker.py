@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import resource
+import shutil
 import socket
 import time
 import uuid
@@ -367,6 +368,7 @@ class Reactor:
             zero_shot_ms=round(timings.zero_shot_s * 1000, 2),
             latency_max_ms=round(max(lat) * 1000, 1) if lat else None,
             max_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            disk_free_mb=round(shutil.disk_usage(".").free / 2**20),
             errors=out.errors or None,
         )
 
