@@ -151,6 +151,8 @@ UPDATE reactor.job_runs
  WHERE job_id = %(job_id)s;
 
 -- name: heartbeat
+-- Also forgets reactors that stopped beating (killed, machine lost) a minute ago.
+WITH gone AS (DELETE FROM reactor.workers WHERE last_seen < now() - interval '1 minute' AND id <> %(id)s)
 INSERT INTO reactor.workers (id, host, pid, state) VALUES (%(id)s, %(host)s, %(pid)s, %(state)s)
 ON CONFLICT (id) DO UPDATE SET last_seen = now(), state = excluded.state;
 
@@ -177,7 +179,10 @@ SELECT j.id, j.status, j.last_processed_id, j.updated_at, r.rows, r.duration_ms,
  WHERE j.job_name = %(job_name)s ORDER BY j.id DESC LIMIT 1;
 
 -- name: workers
-SELECT id, host, pid, started_at, last_seen, state FROM reactor.workers ORDER BY started_at;
+-- A reactor that missed its heartbeats for 20 s is shown as stale until a live one prunes it.
+SELECT id, host, pid, started_at, last_seen,
+       CASE WHEN last_seen < now() - interval '20 seconds' THEN 'stale' ELSE state END
+  FROM reactor.workers ORDER BY started_at;
 
 -- name: gauges
 SELECT (SELECT count(*) FROM reactor.queue),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-from tests.conftest import reactor_env, run_cli, scalar
+from tests.conftest import reactor_env, run_cli, scalar, wait_until
 from tests.integration.helpers import insert
 
 
@@ -116,3 +116,24 @@ def test_every_command_has_help(pg_url):
     for cmd in ["sql", "listen", "stop", "resume", "status", "retry-failed", "db"]:
         out = run_cli(pg_url, cmd, "--help")
         assert out.returncode == 0 and "Usage:" in out.stdout, cmd
+
+
+def test_dead_workers_are_flagged_stale_then_pruned(pg_url, start_reactor):
+    import orjson
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO reactor.workers (id, host, pid, state, last_seen) VALUES "
+            "('dead-1', 'h', 1, 'running', now() - interval '30 seconds'), "
+            "('dead-2', 'h', 2, 'running', now() - interval '5 minutes')"
+        )
+    states = {w["id"]: w["state"] for w in orjson.loads(run_cli(pg_url, "status", "--json").stdout)["workers"]}
+    assert states == {"dead-1": "stale", "dead-2": "stale"}
+    reactor = start_reactor()
+    reactor.wait_for_log("reactor.started")
+    wait_until(
+        lambda: scalar(pg_url, "SELECT count(*) FROM reactor.workers WHERE id = 'dead-2'") == 0,
+        15,
+        "long-dead worker pruned by a live heartbeat",
+    )
+    assert scalar(pg_url, "SELECT count(*) FROM reactor.workers WHERE id = 'dead-1'") == 1
