@@ -1,0 +1,89 @@
+"""``reactor export-models``: the click command (registered by reactor.cli), thin over reactor.nlp.export."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import click
+
+from reactor.nlp.export import DEFAULT_SENTIMENT, DEFAULT_ZERO_SHOT, ExportError
+
+
+@click.command("export-models")
+@click.option(
+    "--sentiment",
+    "sentiment",
+    default=DEFAULT_SENTIMENT,
+    show_default=True,
+    help="Sentiment model: Hugging Face Hub id or local checkpoint folder.",
+)
+@click.option(
+    "--zero-shot",
+    "zero_shot",
+    default=DEFAULT_ZERO_SHOT,
+    show_default=True,
+    help="Zero-shot NLI model: Hugging Face Hub id or local checkpoint folder.",
+)
+@click.option(
+    "--out",
+    "out",
+    default="models_onnx/",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Output folder (sentiment/ and zero-shot/ inside).",
+)
+@click.option(
+    "--quantize",
+    type=click.Choice(["int8"]),
+    default=None,
+    help="Also write model.int8.onnx (CPU dynamic per-channel; scores drift, see manifest.json).",
+)
+@click.option("--fp16", is_flag=True, help="Also write model.fp16.onnx (for CUDA; built on CPU).")
+@click.option(
+    "--tiny", is_flag=True, help="Build tiny random-weight models (real architectures) and export those: for tests/CI."
+)
+@click.option(
+    "--full-random",
+    "full_random",
+    is_flag=True,
+    help="Build full-size random-weight models (DistilBERT-base, BART-large shapes): for benchmarks.",
+)
+def export_models(
+    sentiment: str, zero_shot: str, out: str, quantize: str | None, fp16: bool, tiny: bool, full_random: bool
+) -> None:
+    """Export the sentiment and zero-shot models to ONNX and check parity with PyTorch.
+
+    Needs the export extra: pip install 'feedback-reactor[export]'.
+    """
+    if tiny and full_random:
+        raise click.UsageError("--tiny and --full-random are exclusive")
+    from reactor.nlp.export import export_models as run  # torch-free at import time
+
+    try:
+        import optimum.exporters.onnx  # noqa: F401
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as exc:
+        raise click.ClickException(
+            f"export needs the export extra ({exc.name} is missing): pip install 'feedback-reactor[export]'"
+        ) from None
+    # onnxruntime.quantization and optimum report every tensor on the root logger at INFO: keep our output readable
+    logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
+    t0 = time.perf_counter()
+    try:
+        manifests = run(
+            out,
+            sentiment=sentiment,
+            zero_shot=zero_shot,
+            quantize=quantize,
+            fp16=fp16,
+            random_size="tiny" if tiny else "full" if full_random else None,
+            log=click.echo,
+        )
+    except ExportError as exc:
+        raise click.ClickException(str(exc)) from None
+    for task, m in manifests.items():
+        flag = "  RANDOM WEIGHTS (scores mean nothing)" if m["random_weights"] else ""
+        click.echo(f"{task}: {out.rstrip('/')}/{task} [{', '.join(m['precisions'])}] from {m['source']}{flag}")
+    click.echo(f"done in {time.perf_counter() - t0:.1f}s")

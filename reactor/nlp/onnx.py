@@ -1,0 +1,408 @@
+"""ONNX Runtime sentiment and zero-shot models: the production path, without torch or transformers.
+
+Needs only onnxruntime, tokenizers and numpy.  Reads the folders written by ``reactor export-models``
+(layout in ``reactor.nlp.export``)::
+
+    models_onnx/sentiment/{model.onnx, model.int8.onnx?, model.fp16.onnx?, tokenizer.json, manifest.json}
+    models_onnx/zero-shot/{...same...}
+
+Scores follow the transformers pipelines they replace, checked by tests/nlp/test_parity.py:
+
+* sentiment: softmax over the logits, top label and its probability (``sentiment-analysis``), with the
+  text truncated to the model's max length (the pipeline's ``truncation=True``);
+* zero-shot: one NLI pair per (text, label) with the hypothesis "This example is {}.", probability =
+  softmax over (contradiction, entailment) taking entailment (``zero-shot-classification``,
+  ``multi_label=True``), text truncated ``only_first``.
+
+Differences from the pipelines, on purpose: special-token strings inside user text ("</s>", "[SEP]")
+are tokenized as text (``split_special_tokens=True``) — otherwise a "</s>" in feedback changes BART's
+eos count and crashes or skews the batch; empty text is accepted (the zero-shot pipeline rejects it).
+
+Speed: each text is tokenized once and joined with pre-tokenized hypotheses, pairs are sorted by length
+and padded per batch, and results are cached per model for identical (text, label set).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
+DEVICES = ("auto", "cpu", "cuda")
+HYPOTHESIS_TEMPLATE = "This example is {}."
+TASK_DIRS = {"sentiment": "sentiment", "zero-shot": "zero-shot"}
+
+
+class ModelLoadError(Exception):
+    """The models can't be loaded; the message says what to run or fix."""
+
+
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class _LRU:
+    """A small least-recently-used cache (texts repeat in feedback: "ok", "thanks", templates)."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._data: OrderedDict[Hashable, Any] = OrderedDict()
+
+    def get(self, key: Hashable) -> Any:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: Hashable, value: Any) -> None:
+        if self.maxsize <= 0:
+            return
+        self._data[key] = value
+        self._data.move_to_end(key)
+        while len(self._data) > self.maxsize:
+            self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+@dataclass(frozen=True)
+class _Template:
+    """Special tokens around one or two pre-tokenized sequences, as the checkpoint's tokenizer adds them."""
+
+    prefix: tuple[int, ...]
+    middle: tuple[int, ...]
+    suffix: tuple[int, ...]
+
+    @classmethod
+    def from_manifest(cls, raw: dict[str, list[int]]) -> _Template:
+        return cls(tuple(raw.get("prefix", ())), tuple(raw.get("middle", ())), tuple(raw.get("suffix", ())))
+
+    @property
+    def n_special(self) -> int:
+        return len(self.prefix) + len(self.middle) + len(self.suffix)
+
+
+class _Session:
+    """One ONNX Runtime session: CUDA when asked/available, all cores on CPU, IO binding on GPU."""
+
+    def __init__(self, path: Path, device: str) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        available = ort.get_available_providers()
+        want_cuda = device == "cuda" or (device == "auto" and "CUDAExecutionProvider" in available)
+        if device == "cuda" and "CUDAExecutionProvider" not in available:
+            raise ModelLoadError(
+                "REACTOR_DEVICE/device is 'cuda' but onnxruntime has no CUDAExecutionProvider: "
+                "install onnxruntime-gpu (instead of onnxruntime) or use device 'cpu'"
+            )
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if want_cuda else ["CPUExecutionProvider"]
+        if not want_cuda:
+            opts.intra_op_num_threads = _cpu_count()
+            opts.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        except Exception as exc:  # corrupt file, unsupported op, fp16 kernel missing on CPU...
+            raise ModelLoadError(f"can't load {path}: {exc}") from exc
+        self.cuda = self.session.get_providers()[0] == "CUDAExecutionProvider"
+        if device == "cuda" and not self.cuda:
+            raise ModelLoadError(f"device 'cuda' asked but no GPU is usable for {path}")
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_name = self.session.get_outputs()[0].name
+
+    @property
+    def provider(self) -> str:
+        return self.session.get_providers()[0]
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, type_ids: np.ndarray) -> np.ndarray:
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": type_ids}
+        feeds = {name: feeds[name] for name in self.input_names}
+        if self.cuda:  # bind inputs once to the device, fetch only the logits back
+            binding = self.session.io_binding()
+            for name, value in feeds.items():
+                binding.bind_cpu_input(name, value)
+            binding.bind_output(self.output_name)
+            self.session.run_with_iobinding(binding)
+            return np.asarray(binding.copy_outputs_to_cpu()[0], dtype=np.float32)
+        return np.asarray(self.session.run([self.output_name], feeds)[0], dtype=np.float32)
+
+
+class _Encoder:
+    """The checkpoint's fast tokenizer without truncation, padding or special tokens: we add those."""
+
+    def __init__(self, path: Path) -> None:
+        from tokenizers import Tokenizer
+
+        try:
+            tok = Tokenizer.from_file(str(path))
+        except Exception as exc:
+            raise ModelLoadError(f"can't read tokenizer {path}: {exc}") from exc
+        tok.no_truncation()
+        tok.no_padding()
+        if hasattr(tok, "encode_special_tokens"):  # tokenizers >= 0.19: "</s>" in text stays text
+            tok.encode_special_tokens = True
+        else:  # pragma: no cover - pyproject requires tokenizers>=0.19
+            raise ModelLoadError("tokenizers >= 0.19 is needed (split special tokens in user text)")
+        self.tok = tok
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        if not texts:
+            return []
+        return [e.ids for e in self.tok.encode_batch(list(texts), add_special_tokens=False)]
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _clean(text: str | None) -> str:
+    return "" if text is None else str(text)
+
+
+class _OnnxModel:
+    """What both tasks share: manifest, session, tokenizer, batching by length."""
+
+    task = ""
+
+    def __init__(self, folder: Path, precision: str, device: str, batch_size: int, cache_size: int) -> None:
+        self.folder = folder
+        self.manifest = _read_manifest(folder, self.task)
+        file = PRECISIONS[precision]
+        onnx_path = folder / file
+        if not onnx_path.is_file():
+            hint = {"fp32": "", "int8": " --quantize int8", "fp16": " --fp16"}[precision]
+            raise ModelLoadError(
+                f"no {precision} ONNX model in {folder} ({file} is missing): "
+                f"run `reactor export-models --tiny{hint}` (random weights, for tests) or "
+                f"`reactor export-models{hint}` (real models)"
+            )
+        self.session = _Session(onnx_path, device)
+        if precision == "fp16" and not self.session.cuda:
+            raise ModelLoadError("fp16 models need CUDA; use precision 'fp32' or 'int8' on CPU")
+        self.encoder = _Encoder(folder / "tokenizer.json")
+        tok = self.manifest["tokenizer"]
+        self.max_length: int = int(tok["max_length"])
+        self.pad_id: int = int(tok["pad_id"])
+        self.precision = precision
+        self.batch_size = max(1, int(batch_size))
+        self.random_weights: bool = bool(self.manifest.get("random_weights", False))
+        sha = self.manifest.get("files", {}).get(file, {}).get("sha256", "unknown")
+        self.model_id: str = f"{self.manifest.get('source', folder.name)}@{precision}:{sha[:12]}"
+        self.id2label = {int(k): v for k, v in self.manifest["id2label"].items()}
+        self._cache = _LRU(cache_size)
+
+    def _forward(self, rows: list[list[int]], types: list[list[int]] | None = None) -> np.ndarray:
+        """Logits for token-id rows, in the rows' order: sorted by length and padded per batch."""
+        out = np.empty((len(rows), len(self.id2label)), dtype=np.float32)
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            width = max(len(rows[i]) for i in idx)
+            ids = np.full((len(idx), width), self.pad_id, dtype=np.int64)
+            mask = np.zeros((len(idx), width), dtype=np.int64)
+            type_ids = np.zeros((len(idx), width), dtype=np.int64)
+            for r, i in enumerate(idx):
+                ids[r, : len(rows[i])] = rows[i]
+                mask[r, : len(rows[i])] = 1
+                if types is not None:
+                    type_ids[r, : len(types[i])] = types[i]
+            out[idx] = self.session.run(ids, mask, type_ids)
+        return out
+
+
+class OnnxSentiment(_OnnxModel):
+    """``SentimentModel`` on ONNX Runtime: (label, probability) per text, like ``sentiment-analysis``."""
+
+    task = "sentiment"
+
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        precision: str = "fp32",
+        device: str = "auto",
+        batch_size: int = 8,
+        cache_size: int = 4096,
+    ) -> None:
+        super().__init__(Path(folder), precision, device, batch_size, cache_size)
+        self.template = _Template.from_manifest(self.manifest["tokenizer"]["single"])
+
+    def predict(self, texts: Sequence[str]) -> list[tuple[str, float]]:
+        texts = [_clean(t) for t in texts]
+        results: dict[str, tuple[str, float]] = {}
+        todo = []
+        for text in dict.fromkeys(texts):
+            hit = self._cache.get(text)
+            if hit is None:
+                todo.append(text)
+            else:
+                results[text] = hit
+        if todo:
+            t = self.template
+            room = max(0, self.max_length - t.n_special)
+            rows = [[*t.prefix, *ids[:room], *t.suffix] for ids in self.encoder.encode(todo)]
+            for text, p in zip(todo, _softmax(self._forward(rows)), strict=True):
+                best = int(np.argmax(p))
+                results[text] = (self.id2label[best], float(p[best]))
+                self._cache.put(text, results[text])
+        return [results[t] for t in texts]
+
+
+class OnnxZeroShot(_OnnxModel):
+    """``ZeroShotModel`` on ONNX Runtime: multi-label NLI entailment probability for every label."""
+
+    task = "zero-shot"
+
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        precision: str = "fp32",
+        device: str = "auto",
+        batch_size: int = 8,
+        cache_size: int = 4096,
+        hypothesis_template: str = HYPOTHESIS_TEMPLATE,
+    ) -> None:
+        super().__init__(Path(folder), precision, device, batch_size, cache_size)
+        tok = self.manifest["tokenizer"]
+        self.template = _Template.from_manifest(tok["pair"])
+        self.pair_type_ids: dict[str, int] | None = tok.get("pair_type_ids")
+        self.hypothesis_template = hypothesis_template
+        self.entailment_id = int(self.manifest["entailment_id"])
+        self.contradiction_id = int(self.manifest["contradiction_id"])
+        self._hypotheses: dict[str, list[int]] = {}
+
+    def _hypothesis(self, label: str) -> list[int]:
+        ids = self._hypotheses.get(label)
+        if ids is None:
+            ids = self.encoder.encode([self.hypothesis_template.format(label)])[0]
+            self._hypotheses[label] = ids
+        return ids
+
+    def classify(self, texts: Sequence[str], labels: Sequence[str]) -> list[list[tuple[str, float]]]:
+        texts = [_clean(t) for t in texts]
+        labels = list(labels)
+        if not labels:
+            return [[] for _ in texts]
+        key_labels = (self.hypothesis_template, tuple(labels))
+        scores: dict[str, np.ndarray] = {}
+        todo = []
+        for text in dict.fromkeys(texts):
+            hit = self._cache.get((key_labels, text))
+            if hit is None:
+                todo.append(text)
+            else:
+                scores[text] = hit
+        if todo:
+            for text, s in zip(todo, self._score(todo, labels), strict=True):
+                scores[text] = s
+                self._cache.put((key_labels, text), s)
+        out = []
+        for text in texts:
+            s = scores[text]
+            order = sorted(range(len(labels)), key=lambda j: -s[j])  # stable: ties keep label order
+            out.append([(labels[j], float(s[j])) for j in order])
+        return out
+
+    def _score(self, texts: list[str], labels: list[str]) -> list[np.ndarray]:
+        hyps = [self._hypothesis(label) for label in labels]
+        t = self.template
+        rows: list[list[int]] = []
+        types: list[list[int]] | None = [] if self.pair_type_ids else None
+        for ids in self.encoder.encode(texts):
+            for hyp in hyps:
+                room = max(0, self.max_length - t.n_special - len(hyp))  # only_first: cut the text only
+                a = ids[:room]
+                rows.append([*t.prefix, *a, *t.middle, *hyp, *t.suffix])
+                if types is not None and self.pair_type_ids:
+                    first = len(t.prefix) + len(a) + len(t.middle)
+                    second = len(hyp) + len(t.suffix)
+                    types.append([self.pair_type_ids["a"]] * first + [self.pair_type_ids["b"]] * second)
+        logits = self._forward(rows, types)
+        pair = logits[:, [self.contradiction_id, self.entailment_id]]
+        entail = _softmax(pair)[:, 1]
+        n = len(labels)
+        return [entail[i * n : (i + 1) * n] for i in range(len(texts))]
+
+
+def _read_manifest(folder: Path, task: str) -> dict[str, Any]:
+    if not folder.is_dir():
+        raise ModelLoadError(
+            f"no ONNX models in {folder} (folder missing): run `reactor export-models --tiny` "
+            f"(random weights, for tests) or `reactor export-models` (real models, needs the Hub)"
+        )
+    path = folder / "manifest.json"
+    if not path.is_file():
+        raise ModelLoadError(
+            f"no ONNX models in {folder} (manifest.json missing): run `reactor export-models --tiny` "
+            f"or `reactor export-models` to (re)build it"
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"unreadable {path}: {exc}; re-run `reactor export-models`") from exc
+    if manifest.get("task") != task:
+        raise ModelLoadError(f"{path} is for task {manifest.get('task')!r}, expected {task!r}")
+    if not (folder / "tokenizer.json").is_file():
+        raise ModelLoadError(f"{folder}/tokenizer.json is missing: re-run `reactor export-models`")
+    return manifest
+
+
+def resolve_device(device: str | None = None) -> str:
+    """``device`` or else ``REACTOR_DEVICE`` (auto|cpu|cuda), default auto."""
+    value = (device if device not in (None, "") else os.environ.get("REACTOR_DEVICE", "auto")) or "auto"
+    value = value.strip().lower()
+    if value not in DEVICES:
+        raise ModelLoadError(f"device must be one of {', '.join(DEVICES)}, not {value!r}")
+    return value
+
+
+def load_models(
+    models_dir: str | Path,
+    *,
+    precision: str = "fp32",
+    device: str | None = None,
+    sentiment_batch_size: int = 8,
+    zero_shot_batch_size: int = 8,
+) -> tuple[OnnxSentiment, OnnxZeroShot]:
+    """Load ``models_dir/sentiment`` and ``models_dir/zero-shot`` (written by ``reactor export-models``).
+
+    ``precision``: fp32 (default, exact vs PyTorch), int8 (opt-in, CPU, scores drift — see the
+    manifest), fp16 (CUDA only).  ``device``: auto|cpu|cuda, else env ``REACTOR_DEVICE``, else auto.
+    """
+    if precision not in PRECISIONS:
+        raise ModelLoadError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    dev = resolve_device(device)
+    root = Path(models_dir)
+    sentiment = OnnxSentiment(
+        root / TASK_DIRS["sentiment"], precision=precision, device=dev, batch_size=sentiment_batch_size
+    )
+    zero_shot = OnnxZeroShot(
+        root / TASK_DIRS["zero-shot"], precision=precision, device=dev, batch_size=zero_shot_batch_size
+    )
+    for m in (sentiment, zero_shot):
+        log.info(
+            "loaded %s on %s%s",
+            m.model_id,
+            m.session.provider,
+            " (RANDOM WEIGHTS: scores mean nothing)" if m.random_weights else "",
+        )
+    return sentiment, zero_shot

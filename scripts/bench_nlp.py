@@ -1,0 +1,150 @@
+"""Benchmark the NLP models: transformers pipelines (the original worker) vs our ONNX runtime.
+
+Same generated texts (10-60 words) and 10 topic labels for every contender; prints texts/s (sentiment)
+and pairs/s (zero-shot, one pair per text x label), the speed-up over the pipeline measured in the same
+run, and the peak RSS of a separate process holding the int8 models.  Weights are random (no Hub access
+here): speed and memory are real, scores are not.
+
+    python scripts/bench_nlp.py --size full --texts 200 --baseline-texts 6
+
+Builds/exports the random models into .cache/models_<size> and .cache/onnx_<size> when missing (needs
+the export extra); the pipeline baseline needs torch + transformers (--no-pipeline skips it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from reactor.nlp.onnx import PRECISIONS, OnnxSentiment, OnnxZeroShot  # noqa: E402
+from reactor.nlp.tiny import TOPIC_LABELS, feedback_corpus  # noqa: E402
+
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss of the (big, torch-holding) parent over fork+exec.
+RSS_CODE = """
+import sys
+from reactor.nlp.onnx import load_models
+s, z = load_models(sys.argv[1], precision=sys.argv[2], device="cpu")
+texts = [t for t in sys.argv[4:]]
+s.predict(texts); z.classify(texts, sys.argv[3].split("|"))
+print(next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM:")))
+"""
+
+
+def ensure_models(size: str, onnx_dir: Path, ck_dir: Path) -> None:
+    if (onnx_dir / "zero-shot" / "manifest.json").is_file() and (onnx_dir / "sentiment" / "model.int8.onnx").is_file():
+        return
+    from reactor.nlp.export import export_models
+
+    export_models(onnx_dir, quantize="int8", random_size=size, checkpoints_dir=ck_dir)
+
+
+def timed(fn: Any, *args: Any) -> float:
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
+
+
+def bench_pipeline(ck_dir: Path, texts: list[str], labels: list[str]) -> dict[str, float]:
+    """The original worker: one pipeline call per text (stock tokenizer, as it ran)."""
+    import torch
+    from transformers import pipeline
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    sent = pipeline("sentiment-analysis", model=str(ck_dir / "sentiment"), device="cpu")
+    zs = pipeline("zero-shot-classification", model=str(ck_dir / "zero-shot"), device="cpu")
+    sent(texts[0], truncation=True)
+    zs(texts[0], labels, multi_label=True)
+    ts = timed(lambda: [sent(t, truncation=True) for t in texts])
+    tz = timed(lambda: [zs(t, labels, multi_label=True) for t in texts])
+    return {"texts_per_s": len(texts) / ts, "pairs_per_s": len(texts) * len(labels) / tz}
+
+
+def bench_ours(
+    onnx_dir: Path, precision: str, device: str, texts: list[str], labels: list[str], chunk: int,
+    sent_batch: int, zs_batch: int,
+) -> dict[str, float]:
+    s = OnnxSentiment(onnx_dir / "sentiment", precision=precision, device=device, batch_size=sent_batch, cache_size=0)
+    z = OnnxZeroShot(onnx_dir / "zero-shot", precision=precision, device=device, batch_size=zs_batch, cache_size=0)
+    s.predict(texts[:chunk])  # warm-up (session init, allocations)
+    z.classify(texts[: max(2, chunk // 8)], labels)
+    chunks = [texts[i : i + chunk] for i in range(0, len(texts), chunk)]
+    ts = timed(lambda: [s.predict(c) for c in chunks])
+    tz = timed(lambda: [z.classify(c, labels) for c in chunks])
+    return {"texts_per_s": len(texts) / ts, "pairs_per_s": len(texts) * len(labels) / tz}
+
+
+def peak_rss_mb(onnx_dir: Path, precision: str, texts: list[str], labels: list[str]) -> float:
+    out = subprocess.run(
+        [sys.executable, "-c", RSS_CODE, str(onnx_dir), precision, "|".join(labels), *texts[:16]],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )
+    return int(out.stdout.strip().splitlines()[-1]) / 1024  # VmHWM is in kB
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", choices=["tiny", "full"], default="full")
+    ap.add_argument("--models", type=Path, help="ONNX folder (default .cache/onnx_<size>)")
+    ap.add_argument("--checkpoints", type=Path, help="checkpoint folder (default .cache/models_<size>)")
+    ap.add_argument("--texts", type=int, default=200, help="texts for our runtime")
+    ap.add_argument("--baseline-texts", type=int, default=6, help="texts for the (slow) pipeline baseline")
+    ap.add_argument("--chunk", type=int, default=64, help="texts per predict/classify call")
+    ap.add_argument("--sentiment-batch", type=int, default=8)
+    ap.add_argument("--zero-shot-batch", type=int, default=8)
+    ap.add_argument("--no-pipeline", action="store_true")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args()
+
+    onnx_dir = args.models or ROOT / ".cache" / f"onnx_{args.size}"
+    ck_dir = args.checkpoints or ROOT / ".cache" / f"models_{args.size}"
+    ensure_models(args.size, onnx_dir, ck_dir)
+    texts = feedback_corpus(max(args.texts, args.baseline_texts), seed=2024, min_words=10, max_words=60)
+    labels = list(TOPIC_LABELS)
+    cores = len(os.sched_getaffinity(0))
+    print(f"size={args.size} cores={cores} texts={args.texts} labels={len(labels)} "
+          f"(RANDOM WEIGHTS: speed is real, scores are not)")
+
+    results: dict[str, dict[str, float]] = {}
+    if not args.no_pipeline:
+        results["pipeline (per text)"] = bench_pipeline(ck_dir, texts[: args.baseline_texts], labels)
+    runs = [("fp32", "cpu"), ("int8", "cpu")]
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        runs += [("fp32", "cuda")] + [("fp16", "cuda")] * (onnx_dir / "zero-shot" / PRECISIONS["fp16"]).is_file()
+    for precision, device in runs:
+        results[f"onnx {precision} {device}"] = bench_ours(
+            onnx_dir, precision, device, texts[: args.texts], labels, args.chunk,
+            args.sentiment_batch, args.zero_shot_batch,
+        )
+    base = results.get("pipeline (per text)")
+    print(f"{'contender':<22}{'sentiment texts/s':>20}{'zero-shot pairs/s':>20}{'x pipeline':>16}")
+    for name, r in results.items():
+        ratio = "-"
+        if base:
+            ratio = f"{r['texts_per_s'] / base['texts_per_s']:.1f} / {r['pairs_per_s'] / base['pairs_per_s']:.1f}"
+        print(f"{name:<22}{r['texts_per_s']:>20.1f}{r['pairs_per_s']:>20.2f}{ratio:>16}")
+    rss = {p: peak_rss_mb(onnx_dir, p, texts, labels) for p in ("int8", "fp32")}
+    print(f"peak RSS, process with both models loaded: int8 {rss['int8']:.0f} MB, fp32 {rss['fp32']:.0f} MB")
+    for task in ("sentiment", "zero-shot"):
+        m = json.loads((onnx_dir / task / "manifest.json").read_text())
+        drift = m["precisions"].get("int8", {}).get("drift_vs_pytorch", {})
+        if drift:
+            print(f"int8 drift {task}: max |Δscore| {drift['max_abs_diff']:.4f}, mean {drift['mean_abs_diff']:.4f}, "
+                  f"batch-neighbour {drift.get('batch_neighbour_max_diff', float('nan')):.4f} (manifest, probe set)")
+    if args.json:
+        args.json.write_text(json.dumps({"size": args.size, "cores": cores, "results": results, "peak_rss_mb": rss},
+                                        indent=2))
+
+
+if __name__ == "__main__":
+    main()
