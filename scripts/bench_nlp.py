@@ -69,8 +69,14 @@ def bench_pipeline(ck_dir: Path, texts: list[str], labels: list[str]) -> dict[st
 
 
 def bench_ours(
-    onnx_dir: Path, precision: str, device: str, texts: list[str], labels: list[str], chunk: int,
-    sent_batch: int, zs_batch: int,
+    onnx_dir: Path,
+    precision: str,
+    device: str,
+    texts: list[str],
+    labels: list[str],
+    chunk: int,
+    sent_batch: int,
+    zs_batch: int,
 ) -> dict[str, float]:
     s = OnnxSentiment(onnx_dir / "sentiment", precision=precision, device=device, batch_size=sent_batch, cache_size=0)
     z = OnnxZeroShot(onnx_dir / "zero-shot", precision=precision, device=device, batch_size=zs_batch, cache_size=0)
@@ -85,7 +91,10 @@ def bench_ours(
 def peak_rss_mb(onnx_dir: Path, precision: str, texts: list[str], labels: list[str]) -> float:
     out = subprocess.run(
         [sys.executable, "-c", RSS_CODE, str(onnx_dir), precision, "|".join(labels), *texts[:16]],
-        capture_output=True, text=True, check=True, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
     )
     return int(out.stdout.strip().splitlines()[-1]) / 1024  # VmHWM is in kB
 
@@ -110,8 +119,10 @@ def main() -> None:
     texts = feedback_corpus(max(args.texts, args.baseline_texts), seed=2024, min_words=10, max_words=60)
     labels = list(TOPIC_LABELS)
     cores = len(os.sched_getaffinity(0))
-    print(f"size={args.size} cores={cores} texts={args.texts} labels={len(labels)} "
-          f"(RANDOM WEIGHTS: speed is real, scores are not)")
+    print(
+        f"size={args.size} cores={cores} texts={args.texts} labels={len(labels)} "
+        f"(RANDOM WEIGHTS: speed is real, scores are not)"
+    )
 
     results: dict[str, dict[str, float]] = {}
     if not args.no_pipeline:
@@ -123,8 +134,14 @@ def main() -> None:
         runs += [("fp32", "cuda")] + [("fp16", "cuda")] * (onnx_dir / "zero-shot" / PRECISIONS["fp16"]).is_file()
     for precision, device in runs:
         results[f"onnx {precision} {device}"] = bench_ours(
-            onnx_dir, precision, device, texts[: args.texts], labels, args.chunk,
-            args.sentiment_batch, args.zero_shot_batch,
+            onnx_dir,
+            precision,
+            device,
+            texts[: args.texts],
+            labels,
+            args.chunk,
+            args.sentiment_batch,
+            args.zero_shot_batch,
         )
     base = results.get("pipeline (per text)")
     print(f"{'contender':<22}{'sentiment texts/s':>20}{'zero-shot pairs/s':>20}{'x pipeline':>16}")
@@ -139,11 +156,14 @@ def main() -> None:
         m = json.loads((onnx_dir / task / "manifest.json").read_text())
         drift = m["precisions"].get("int8", {}).get("drift_vs_pytorch", {})
         if drift:
-            print(f"int8 drift {task}: max |Δscore| {drift['max_abs_diff']:.4f}, mean {drift['mean_abs_diff']:.4f}, "
-                  f"batch-neighbour {drift.get('batch_neighbour_max_diff', float('nan')):.4f} (manifest, probe set)")
+            print(
+                f"int8 drift {task}: max |Δscore| {drift['max_abs_diff']:.4f}, mean {drift['mean_abs_diff']:.4f}, "
+                f"batch-neighbour {drift.get('batch_neighbour_max_diff', float('nan')):.4f} (manifest, probe set)"
+            )
     if args.json:
-        args.json.write_text(json.dumps({"size": args.size, "cores": cores, "results": results, "peak_rss_mb": rss},
-                                        indent=2))
+        args.json.write_text(
+            json.dumps({"size": args.size, "cores": cores, "results": results, "peak_rss_mb": rss}, indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -53,7 +53,10 @@ def tiny_dir() -> Path:
         if target.exists():
             shutil.rmtree(target)
         export_models(
-            target / "onnx", quantize="int8", random_size="tiny", checkpoints_dir=target / "checkpoints",
+            target / "onnx",
+            quantize="int8",
+            random_size="tiny",
+            checkpoints_dir=target / "checkpoints",
             log=lambda _msg: None,
         )
     return target

@@ -54,11 +54,15 @@ def pipes(tiny_dir: Path):  # -> (sentiment pipeline, zero-shot pipeline, model,
 
     ck = tiny_dir / "checkpoints"
     sent = pipeline(
-        "sentiment-analysis", model=str(ck / "sentiment"), device="cpu",
+        "sentiment-analysis",
+        model=str(ck / "sentiment"),
+        device="cpu",
         tokenizer=AutoTokenizer.from_pretrained(ck / "sentiment", split_special_tokens=True),
     )
     zs = pipeline(
-        "zero-shot-classification", model=str(ck / "zero-shot"), device="cpu",
+        "zero-shot-classification",
+        model=str(ck / "zero-shot"),
+        device="cpu",
         tokenizer=AutoTokenizer.from_pretrained(ck / "zero-shot", split_special_tokens=True),
     )
     model, tok = load_checkpoint(str(ck / "zero-shot"))

@@ -84,7 +84,7 @@ def test_fp32_scores_do_not_depend_on_batch_neighbours(onnx_dir: Path, batch_siz
     s = OnnxSentiment(onnx_dir / "sentiment", device="cpu", batch_size=batch_size, cache_size=0)
     z = OnnxZeroShot(onnx_dir / "zero-shot", device="cpu", batch_size=batch_size, cache_size=0)
     for text, (label, score) in zip(TEXTS, s.predict(TEXTS), strict=True):
-        (want_label, want), = alone_s.predict([text])
+        ((want_label, want),) = alone_s.predict([text])
         assert label == want_label and score == pytest.approx(want, abs=1e-6)
     for text, row in zip(TEXTS, z.classify(TEXTS, LABELS), strict=True):
         assert dict(row) == pytest.approx(dict(alone_z.classify([text], LABELS)[0]), abs=1e-6)
