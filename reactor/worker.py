@@ -122,6 +122,8 @@ class Reactor:
     async def run(self) -> int:
         await asyncio.get_running_loop().run_in_executor(self.executor, self.enricher.warm_up)
         await self.pool.open(wait=False)
+        with contextlib.suppress(*TRANSIENT):  # obey job_configs from the first claim on (the listener re-reads it)
+            await self._reload_config(source="start")
         self.debouncer.notify(0)  # catch-up pass at start
         tasks = [
             asyncio.create_task(self.listener.run(self.stop_event), name="listener"),
