@@ -130,18 +130,18 @@ def test_stop_pauses_claiming_and_resume_drains_backlog(pg_url, start_reactor):
 
 def test_stop_takes_effect_without_notification(pg_url, start_reactor):
     """Even if the control NOTIFY were lost, the claim statement itself refuses work once stop committed."""
+    reactor = start_reactor("--poll-interval", "600")  # no poll: the reactor keeps believing it runs
+    reactor.wait_for_log("reactor.started")
+    insert(pg_url, ["processed while running"])
+    wait_until(lambda: analysed(pg_url) == 1, 30, "first row")
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("ALTER TABLE job_configs DISABLE TRIGGER reactor_job_configs_notify")
         conn.execute("UPDATE job_configs SET config = config || '{\"run_next_job\": false}'")
-    reactor = start_reactor("--poll-interval", "600")
-    reactor.wait_for_log("reactor.started")
-    time.sleep(0.3)
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        # the reactor saw "paused" at start; make it believe it runs by flipping config without notify
-        conn.execute("UPDATE job_configs SET config = config || '{\"run_next_job\": false}'")
-    insert(pg_url, ["no claim while stopped"] * 5)
+    insert(pg_url, ["no claim while stopped"] * 5)  # wakes the reactor, which tries to claim
     time.sleep(1.0)
-    assert analysed(pg_url) == 0
+    assert analysed(pg_url) == 1
+    assert "control.paused" not in reactor.log()  # it never heard of the stop: the SQL gate refused the claims
+    assert scalar(pg_url, "SELECT count(*) FROM jobs") == 1
 
 
 def test_batch_size_change_applies_to_next_claim(pg_url, start_reactor):
