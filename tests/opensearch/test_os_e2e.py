@@ -4,8 +4,11 @@ deleted, through the outbox written by the complete transaction."""
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 
 import psycopg
+import pytest
 from opensearchpy import AsyncOpenSearch
 
 from tests.conftest import scalar, wait_until
@@ -52,3 +55,69 @@ def test_reactor_indexes_and_deletes_documents(pg_url, os_url, index_names, star
     assert "great" not in {d["word"] for d in _docs(os_url, wi).values()}
     wait_until(lambda: scalar(pg_url, "SELECT count(*) FROM reactor.outbox") == 0, 30, "outbox drained")
     reactor.stop()
+
+
+class ThreadedProxy:
+    """The OutageProxy on its own event loop thread, so a subprocess reactor can talk through it."""
+
+    def __init__(self, upstream: str) -> None:
+        import threading
+
+        from tests.opensearch.os_helpers import OutageProxy
+
+        self.proxy = OutageProxy(upstream)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def _call(self, coro) -> None:
+        asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    def open(self) -> None:
+        self._call(self.proxy.open())
+
+    def close(self) -> None:
+        self._call(self.proxy.close())
+
+    def shutdown(self) -> None:
+        self.close()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+@pytest.mark.slow
+def test_opensearch_down_60s_while_2000_rows_arrive(pg_url, os_url, index_names, start_reactor):
+    """Enrichment continues during the outage; afterwards the index converges: no loss, no duplicates."""
+    outage_s = float(os.environ.get("OS_OUTAGE_S", "60"))
+    fi, wi = index_names["feedback_index"], index_names["word_index"]
+    proxy = ThreadedProxy(os_url)
+    proxy.open()
+    try:
+        start_reactor(
+            OPENSEARCH_ENDPOINT=proxy.proxy.url, OPENSEARCH_FEEDBACK_INDEX=fi, OPENSEARCH_WORD_INDEX=wi
+        ).wait_for_log("reactor.started")
+        insert(pg_url, ["before the outage"] * 10)
+        wait_until(lambda: len(_docs(os_url, fi)) == 10, 60, "indexing works before the outage")
+        proxy.close()
+        t0 = time.monotonic()
+        for n in range(20):  # 2,000 rows spread over the outage
+            insert(pg_url, [f"during outage {n} row {i} slow refund" for i in range(100)])
+            time.sleep(max(0.0, t0 + (n + 1) * outage_s / 25 - time.monotonic()))
+        wait_until(
+            lambda: scalar(pg_url, "SELECT count(*) FROM reactor.feedback_analysis") == 2010,
+            60,
+            "analysis continues while OpenSearch is down",
+        )
+        assert time.monotonic() - t0 < outage_s, "all rows were analysed within the outage"
+        assert scalar(pg_url, "SELECT count(*) FROM reactor.outbox WHERE index_kind = 'feedback'") >= 2000
+        time.sleep(max(0.0, t0 + outage_s - time.monotonic()))
+        print(f"[os-e2e] OpenSearch unreachable for {time.monotonic() - t0:.0f}s; 2,000 rows analysed meanwhile")
+        proxy.open()
+        wait_until(lambda: scalar(pg_url, "SELECT count(*) FROM reactor.outbox") == 0, 120, "backlog drained")
+        docs = _docs(os_url, fi)
+        with psycopg.connect(pg_url) as conn:
+            ids = {str(r[0]) for r in conn.execute("SELECT id FROM feedbacks")}
+        assert len(docs) == 2010 and set(docs) == ids
+        words = {d["word"]: d["count"] for d in _docs(os_url, wi).values()}
+        assert words == stored_counts(pg_url)
+    finally:
+        proxy.shutdown()
