@@ -28,7 +28,7 @@ import json
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -209,6 +209,22 @@ class _OnnxModel:
         self.id2label = {int(k): v for k, v in self.manifest["id2label"].items()}
         self._cache = _LRU(cache_size)
 
+    def _cached(self, texts: list[str], key: Hashable, compute: Callable[[list[str]], Sequence[Any]]) -> dict[str, Any]:
+        """Values for the distinct `texts`, computing only those not in the LRU (repeated texts are common)."""
+        found: dict[str, Any] = {}
+        todo = []
+        for text in dict.fromkeys(texts):
+            hit = self._cache.get((key, text))
+            if hit is None:
+                todo.append(text)
+            else:
+                found[text] = hit
+        if todo:
+            for text, value in zip(todo, compute(todo), strict=True):
+                found[text] = value
+                self._cache.put((key, text), value)
+        return found
+
     def _forward(self, rows: list[list[int]], types: list[list[int]] | None = None) -> np.ndarray:
         """Logits for token-id rows, in the rows' order: sorted by length and padded per batch."""
         out = np.empty((len(rows), len(self.id2label)), dtype=np.float32)
@@ -247,23 +263,18 @@ class OnnxSentiment(_OnnxModel):
 
     def predict(self, texts: Sequence[str]) -> list[tuple[str, float]]:
         texts = [_clean(t) for t in texts]
-        results: dict[str, tuple[str, float]] = {}
-        todo = []
-        for text in dict.fromkeys(texts):
-            hit = self._cache.get(text)
-            if hit is None:
-                todo.append(text)
-            else:
-                results[text] = hit
-        if todo:
-            t = self.template
-            room = max(0, self.max_length - t.n_special)
-            rows = [[*t.prefix, *ids[:room], *t.suffix] for ids in self.encoder.encode(todo)]
-            for text, p in zip(todo, _softmax(self._forward(rows)), strict=True):
-                best = int(np.argmax(p))
-                results[text] = (self.id2label[best], float(p[best]))
-                self._cache.put(text, results[text])
+        results = self._cached(texts, "sentiment", self._predict)
         return [results[t] for t in texts]
+
+    def _predict(self, texts: list[str]) -> list[tuple[str, float]]:
+        t = self.template
+        room = max(0, self.max_length - t.n_special)
+        rows = [[*t.prefix, *ids[:room], *t.suffix] for ids in self.encoder.encode(texts)]
+        out = []
+        for p in _softmax(self._forward(rows)):
+            best = int(np.argmax(p))
+            out.append((self.id2label[best], float(p[best])))
+        return out
 
 
 class OnnxZeroShot(_OnnxModel):
@@ -302,19 +313,8 @@ class OnnxZeroShot(_OnnxModel):
         labels = list(labels)
         if not labels:
             return [[] for _ in texts]
-        key_labels = (self.hypothesis_template, tuple(labels))
-        scores: dict[str, np.ndarray] = {}
-        todo = []
-        for text in dict.fromkeys(texts):
-            hit = self._cache.get((key_labels, text))
-            if hit is None:
-                todo.append(text)
-            else:
-                scores[text] = hit
-        if todo:
-            for text, s in zip(todo, self._score(todo, labels), strict=True):
-                scores[text] = s
-                self._cache.put((key_labels, text), s)
+        key = (self.hypothesis_template, tuple(labels))  # cached per label set
+        scores = self._cached(texts, key, lambda todo: self._score(todo, labels))
         out = []
         for text in texts:
             s = scores[text]
