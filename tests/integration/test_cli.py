@@ -8,23 +8,24 @@ from tests.conftest import reactor_env, run_cli, scalar, wait_until
 from tests.integration.helpers import insert
 
 
+def _install_state(url: str) -> tuple:
+    """What a second `reactor sql` must not change: queued rows, trigger install time, config rows."""
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT (SELECT count(*) FROM reactor.queue), (SELECT max(installed_at) FROM reactor.installed), "
+            "(SELECT count(*) FROM job_configs)"
+        ).fetchone()
+
+
 def test_sql_twice_is_a_noop_the_second_time(empty_db):
     first = run_cli(empty_db, "sql")
     assert first.returncode == 0, first.stderr
     assert "applied migration 0001_initial.sql" in first.stdout
-    with psycopg.connect(empty_db) as conn:
-        before = conn.execute(
-            "SELECT (SELECT count(*) FROM reactor.queue), (SELECT max(installed_at) FROM reactor.installed), "
-            "(SELECT count(*) FROM job_configs)"
-        ).fetchone()
+    before = _install_state(empty_db)
     second = run_cli(empty_db, "sql")
     assert second.returncode == 0
     assert "up to date" in second.stdout
-    with psycopg.connect(empty_db) as conn:
-        after = conn.execute(
-            "SELECT (SELECT count(*) FROM reactor.queue), (SELECT max(installed_at) FROM reactor.installed), "
-            "(SELECT count(*) FROM job_configs)"
-        ).fetchone()
+    after = _install_state(empty_db)
     assert before == after
 
 
