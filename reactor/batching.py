@@ -4,7 +4,14 @@ wake-up, or on the poll fallback when no wake-up came at all (a lost notificatio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+
+
+async def sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep `seconds`, or less if `stop` is set meanwhile (backoffs and periodic tasks end at once on SIGTERM)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
 class Debouncer:

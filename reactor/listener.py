@@ -8,7 +8,6 @@ half-open connection is noticed within one keep-alive interval. After every (re)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -17,6 +16,7 @@ import psycopg
 from psycopg import sql
 
 from reactor import logs
+from reactor.batching import sleep_unless
 from reactor.db import explain, with_keepalive
 
 WORK_CHANNEL = "reactor_work"
@@ -68,8 +68,7 @@ class Listener:
                 logs.event(
                     log, "listener.disconnected", logging.WARNING, error=explain(exc, self.url), retry_in_s=delay
                 )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                await sleep_unless(stop, delay)
         self.connected.clear()
 
     async def _serve(self, conn: psycopg.AsyncConnection, stop: asyncio.Event) -> None:

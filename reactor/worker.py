@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from reactor import logs, store
-from reactor.batching import Debouncer
+from reactor.batching import Debouncer, sleep_unless
 from reactor.config import Settings
 from reactor.db import make_pool
 from reactor.enrich import Enricher, ItemError, Result
@@ -189,8 +189,7 @@ class Reactor:
                 self.metrics.failures.labels("database").inc()
                 delay = min(30.0, 0.2 * 2 ** min(failures, 8))
                 logs.event(log, "reactor.db_error", logging.WARNING, error=logs.redact(str(exc)), retry_in_s=delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop_event.wait(), timeout=delay)
+                await sleep_unless(self.stop_event, delay)
                 self.debouncer.notify(0)
                 continue
             except Exception as exc:  # a bug must not kill the daemon: its rows retry after their lease
@@ -198,8 +197,7 @@ class Reactor:
                 self.metrics.failures.labels("unexpected").inc()
                 log.exception("reactor.unexpected_error", extra={"fields": {"error": logs.redact(repr(exc))}})
                 self.in_flight = None
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop_event.wait(), timeout=min(30.0, 0.5 * 2 ** min(failures, 6)))
+                await sleep_unless(self.stop_event, min(30.0, 0.5 * 2 ** min(failures, 6)))
                 continue
             if self.opt.exit_when_idle and await self._queue_empty():
                 logs.event(log, "reactor.idle_exit")
@@ -462,8 +460,7 @@ class Reactor:
                     self.oldest_ready_s = float(oldest) if oldest is not None else None
             self.metrics.paused.set(0 if self.config.run_next_job else 1)
             self.metrics.notify_queue.set(self.listener.queue_usage)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop_event.wait(), timeout=2.0)
+            await sleep_unless(self.stop_event, 2.0)
 
     async def _heartbeat(self) -> None:
         host, pid = socket.gethostname(), os.getpid()
@@ -471,5 +468,4 @@ class Reactor:
             with contextlib.suppress(*TRANSIENT):
                 async with self.pool.connection(timeout=5) as conn:
                     await conn.execute(q("heartbeat"), {"id": self.id, "host": host, "pid": pid, "state": self.state})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop_event.wait(), timeout=self.opt.heartbeat_s)
+            await sleep_unless(self.stop_event, self.opt.heartbeat_s)
