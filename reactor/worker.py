@@ -17,7 +17,7 @@ import shutil
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psycopg
 
@@ -58,15 +58,11 @@ class Options:
 
 @dataclass
 class Stats:
+    """What the stop log and /health read; everything else is counted in `Metrics`."""
+
     batches: int = 0
     rows: int = 0
-    analysed: int = 0
-    deleted: int = 0
-    retried: int = 0
     parked: int = 0
-    stale: int = 0
-    db_errors: int = 0
-    started: float = field(default_factory=time.monotonic)
     last_batch_at: float | None = None
 
 
@@ -185,7 +181,6 @@ class Reactor:
                 failures = 0
             except TRANSIENT as exc:
                 failures += 1
-                self.stats.db_errors += 1
                 self.metrics.failures.labels("database").inc()
                 delay = min(30.0, 0.2 * 2 ** min(failures, 8))
                 logs.event(log, "reactor.db_error", logging.WARNING, error=logs.redact(str(exc)), retry_in_s=delay)
@@ -315,7 +310,6 @@ class Reactor:
             except TRANSIENT as exc:
                 if n == attempts:
                     raise
-                self.stats.db_errors += 1
                 delay = min(10.0, 0.1 * 2**n)
                 logs.event(
                     log, "reactor.retry", logging.WARNING, error=logs.redact(str(exc)), attempt=n, retry_in_s=delay
@@ -327,11 +321,7 @@ class Reactor:
         s = self.stats
         s.batches += 1
         s.rows += len(claim.queue_ids)
-        s.analysed += out.analysed
-        s.deleted += out.deleted
-        s.retried += out.retried
         s.parked += out.parked
-        s.stale += out.stale
         s.last_batch_at = time.monotonic()
         now = time.time()
         lat = [now - t.timestamp() for t in claim.enqueued_at.values()]
