@@ -331,15 +331,26 @@ def status(as_json: bool) -> None:
 
 
 @main.command("retry-failed", context_settings=CONTEXT)
-def retry_failed() -> None:
-    """Move every parked (failed) row back into the queue."""
+@click.option(
+    "--only",
+    type=click.Choice(["queue", "outbox"]),
+    default=None,
+    help="Only feedback rows parked by the reactor (queue) or only search documents parked by the sink (outbox).",
+)
+def retry_failed(only: str | None) -> None:
+    """Give parked work another go: failed feedback rows back into the queue, and OpenSearch documents
+    parked after a permanent error back into the outbox drain (after you fixed the cause)."""
     from reactor.sql import q
 
     settings = _settings()
     with _connect(_url(settings)) as conn:
-        moved = conn.execute(q("retry_failed")).rowcount
+        if only != "outbox":
+            moved = conn.execute(q("retry_failed")).rowcount
+            click.echo(f"requeued {moved} failed rows")
+        if only != "queue":
+            docs = conn.execute(q("retry_parked_outbox")).rowcount
+            click.echo(f"requeued {docs} parked search documents")
         conn.execute("SELECT pg_notify('reactor_work', '')")
-    click.echo(f"requeued {moved} failed rows")
 
 
 @main.command(context_settings=CONTEXT)

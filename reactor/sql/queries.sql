@@ -163,6 +163,11 @@ DELETE FROM reactor.workers WHERE id = %(id)s;
 WITH back AS (DELETE FROM reactor.failed RETURNING feedback_id, op, enqueued_at)
 INSERT INTO reactor.queue (feedback_id, op, enqueued_at) SELECT feedback_id, op, enqueued_at FROM back;
 
+-- name: retry_parked_outbox
+-- Search documents parked after a permanent error (e.g. a mapping conflict fixed since) go back to the drain.
+UPDATE reactor.outbox SET parked_at = NULL, attempts = 0, not_before = '-infinity', last_error = NULL
+ WHERE parked_at IS NOT NULL;
+
 -- name: status
 SELECT
     (SELECT count(*) FROM reactor.queue)                                              AS queue_depth,

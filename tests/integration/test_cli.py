@@ -138,3 +138,24 @@ def test_dead_workers_are_flagged_stale_then_pruned(pg_url, start_reactor):
         "long-dead worker pruned by a live heartbeat",
     )
     assert scalar(pg_url, "SELECT count(*) FROM reactor.workers WHERE id = 'dead-1'") == 1
+
+
+def test_retry_failed_requeues_parked_rows_and_parked_search_documents(pg_url):
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO reactor.failed (queue_id, feedback_id, op, attempts, error, enqueued_at)"
+            " VALUES (-1, 424242, 'upsert', 5, 'boom', now())"
+        )
+        conn.execute(
+            "INSERT INTO reactor.outbox (index_kind, doc_id, action, attempts, last_error, parked_at) VALUES"
+            " ('feedback', '424242', 'index', 3, 'mapper_parsing_exception', now()),"
+            " ('word', 'fine', 'index', 0, NULL, NULL)"
+        )
+    out = run_cli(pg_url, "retry-failed", "--only", "outbox")
+    assert out.returncode == 0, out.stderr
+    assert "requeued 1 parked search documents" in out.stdout and "failed rows" not in out.stdout
+    assert scalar(pg_url, "SELECT count(*) FROM reactor.outbox WHERE parked_at IS NOT NULL OR attempts > 0") == 0
+    assert scalar(pg_url, "SELECT count(*) FROM reactor.failed WHERE feedback_id = 424242") == 1  # untouched
+    out = run_cli(pg_url, "retry-failed")
+    assert "requeued 1 failed rows" in out.stdout and "requeued 0 parked search documents" in out.stdout
+    assert scalar(pg_url, "SELECT count(*) FROM reactor.queue WHERE feedback_id = 424242") == 1
