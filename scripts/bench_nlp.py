@@ -88,6 +88,70 @@ def bench_ours(
     return {"texts_per_s": len(texts) / ts, "pairs_per_s": len(texts) * len(labels) / tz}
 
 
+def mean_tokens(onnx_dir: Path, texts: list[str], labels: list[str]) -> dict[str, float]:
+    """Mean model input length: sentiment per text, zero-shot per (text, label) pair, special tokens included."""
+    s = OnnxSentiment(onnx_dir / "sentiment", precision="fp32", device="cpu", cache_size=0)
+    z = OnnxZeroShot(onnx_dir / "zero-shot", precision="fp32", device="cpu", cache_size=0)
+    sent = [min(len(ids) + s.template.n_special, s.max_length) for ids in s.encoder.encode(texts)]
+    hyps = [len(z._hypothesis(label)) for label in labels]
+    pairs = [min(len(ids) + h + z.template.n_special, z.max_length) for ids in z.encoder.encode(texts) for h in hyps]
+    return {"sentiment": sum(sent) / len(sent), "zero-shot": sum(pairs) / len(pairs)}
+
+
+def roofline(
+    onnx_dir: Path, texts: list[str], labels: list[str], int8: dict[str, float], batches: dict[str, int]
+) -> dict:
+    """int8 CPU: work per input, the measured GEMM peak, the share of time in GEMMs -> the best rate possible."""
+    import numpy as np
+
+    from reactor.nlp.roofline import (
+        INT8_GEMM_OPS,
+        bart_flops_per_pair,
+        distilbert_flops_per_text,
+        int8_gemm_peak,
+        op_time_shares,
+        weight_gemm_shapes,
+    )
+
+    tokens = mean_tokens(onnx_dir, texts, labels)
+    out: dict[str, dict[str, float]] = {}
+    for task, unit, rate_key, flops_fn in (
+        ("sentiment", "text", "texts_per_s", distilbert_flops_per_text),
+        ("zero-shot", "pair", "pairs_per_s", bart_flops_per_pair),
+    ):
+        cfg = json.loads((onnx_dir / task / "config.json").read_text())
+        L = tokens[task]
+        width, batch = round(L), batches[task]
+        ops = flops_fn(cfg, L)
+        peak = int8_gemm_peak(weight_gemm_shapes(cfg, batch * width))
+        ids = np.random.default_rng(0).integers(10, cfg["vocab_size"], (batch, width), dtype=np.int64)
+        if task == "zero-shot":
+            ids[:, 0], ids[:, -1] = cfg["bos_token_id"], cfg["eos_token_id"]  # BART pools at its single eos
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        shares = op_time_shares(onnx_dir / task / PRECISIONS["int8"], feeds)
+        gemm_share = sum(v for k, v in shares.items() if k in INT8_GEMM_OPS)
+        achieved = int8[rate_key] * ops
+        # If every other op were free and every GEMM ran at the measured peak:
+        bound = peak / ops
+        out[task] = {
+            "tokens": L,
+            "gops_per_input": ops / 1e9,
+            "achieved_gops": achieved / 1e9,
+            "gemm_peak_gops": peak / 1e9,
+            "fraction_of_peak": achieved / peak,
+            "gemm_time_share": gemm_share,
+            "bound_per_s": bound,
+        }
+        print(
+            f"  {task}: {L:.1f} tokens/{unit}, {ops / 1e9:.2f} G ops/{unit}; int8 {int8[rate_key]:.1f} {unit}s/s = "
+            f"{achieved / 1e9:.0f} G ops/s = {achieved / peak:.0%} of the measured int8 GEMM peak "
+            f"({peak / 1e9:.0f} G ops/s, ORT MatMulInteger, batch {batch}); int8 GEMM kernels take "
+            f"{gemm_share:.0%} of model time; ceiling with free non-GEMM ops and GEMMs at peak: "
+            f"{bound:.1f} {unit}s/s"
+        )
+    return out
+
+
 def peak_rss_mb(onnx_dir: Path, precision: str, texts: list[str], labels: list[str]) -> float:
     out = subprocess.run(
         [sys.executable, "-c", RSS_CODE, str(onnx_dir), precision, "|".join(labels), *texts[:16]],
@@ -110,6 +174,7 @@ def main() -> None:
     ap.add_argument("--sentiment-batch", type=int, default=8)
     ap.add_argument("--zero-shot-batch", type=int, default=8)
     ap.add_argument("--no-pipeline", action="store_true")
+    ap.add_argument("--no-roofline", action="store_true", help="skip the GEMM-peak / op-profile section")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
 
@@ -150,6 +215,16 @@ def main() -> None:
         if base:
             ratio = f"{r['texts_per_s'] / base['texts_per_s']:.1f} / {r['pairs_per_s'] / base['pairs_per_s']:.1f}"
         print(f"{name:<22}{r['texts_per_s']:>20.1f}{r['pairs_per_s']:>20.2f}{ratio:>16}")
+    roof = {}
+    if "onnx int8 cpu" in results and not args.no_roofline:
+        print("roofline, int8 on this CPU (why a target is or isn't reachable):")
+        roof = roofline(
+            onnx_dir,
+            texts[: args.texts],
+            labels,
+            results["onnx int8 cpu"],
+            {"sentiment": args.sentiment_batch, "zero-shot": args.zero_shot_batch},
+        )
     rss = {p: peak_rss_mb(onnx_dir, p, texts, labels) for p in ("int8", "fp32")}
     print(f"peak RSS, process with both models loaded: int8 {rss['int8']:.0f} MB, fp32 {rss['fp32']:.0f} MB")
     for task in ("sentiment", "zero-shot"):
@@ -162,7 +237,10 @@ def main() -> None:
             )
     if args.json:
         args.json.write_text(
-            json.dumps({"size": args.size, "cores": cores, "results": results, "peak_rss_mb": rss}, indent=2)
+            json.dumps(
+                {"size": args.size, "cores": cores, "results": results, "peak_rss_mb": rss, "roofline": roof},
+                indent=2,
+            )
         )
 
 
