@@ -679,21 +679,6 @@ BF16_PEAK = (
 )
 
 
-def bart_flops_per_pair(cfg: dict[str, Any], tokens: float) -> float:
-    """Forward FLOPs of one zero-shot pair through BartForSequenceClassification (input fed to encoder AND
-    decoder, both see the same L = tokens of "premise </s></s> hypothesis"; 1 multiply-add = 2 FLOPs):
-
-      encoder layer: 2·L·4d² (Q,K,V,O) + 2·2·L²·d (QKᵀ, AV) + 2·L·2·d·f (FFN)
-      decoder layer: 2·(2·L·4d² + 2·2·L²·d) (self + cross attention) + 2·L·2·d·f
-      head: 2·d² + 2·d·n_labels (once per pair)
-    d = d_model, f = ffn dim. Embeddings, layer norms, softmax and the padding actually computed are left out,
-    so the fraction of peak is a lower bound on utilisation of the useful work."""
-    d, L = cfg["d_model"], tokens
-    enc = 8 * L * d * d + 4 * L * L * d + 4 * L * d * cfg["encoder_ffn_dim"]
-    dec = 16 * L * d * d + 8 * L * L * d + 4 * L * d * cfg["decoder_ffn_dim"]
-    return cfg["encoder_layers"] * enc + cfg["decoder_layers"] * dec + 2 * d * d + 2 * d * 3
-
-
 def section_gpu(b: Bench | None, a: argparse.Namespace, results: dict[str, Any]) -> None:
     try:
         import onnxruntime as ort
@@ -719,6 +704,7 @@ def section_gpu(b: Bench | None, a: argparse.Namespace, results: dict[str, Any])
     from tokenizers import Tokenizer
 
     from reactor.nlp.onnx import OnnxZeroShot
+    from reactor.nlp.roofline import bart_flops_per_pair
     from reactor.nlp.tiny import TOPIC_LABELS, feedback_corpus
 
     labels = list(TOPIC_LABELS)
