@@ -40,11 +40,12 @@ print(next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith(
 
 
 def ensure_models(size: str, onnx_dir: Path, ck_dir: Path) -> None:
-    if (onnx_dir / "zero-shot" / "manifest.json").is_file() and (onnx_dir / "sentiment" / "model.int8.onnx").is_file():
+    wanted = [onnx_dir / task / PRECISIONS[p] for task in ("sentiment", "zero-shot") for p in ("int8", "int8-static")]
+    if all(f.is_file() for f in wanted):
         return
     from reactor.nlp.export import export_models
 
-    export_models(onnx_dir, quantize="int8", random_size=size, checkpoints_dir=ck_dir)
+    export_models(onnx_dir, quantize=("int8", "int8-static"), random_size=size, checkpoints_dir=ck_dir)
 
 
 def timed(fn: Any, *args: Any) -> float:
@@ -72,6 +73,7 @@ def bench_ours(
     onnx_dir: Path,
     precision: str,
     device: str,
+    sent_texts: list[str],
     texts: list[str],
     labels: list[str],
     chunk: int,
@@ -80,26 +82,34 @@ def bench_ours(
 ) -> dict[str, float]:
     s = OnnxSentiment(onnx_dir / "sentiment", precision=precision, device=device, batch_size=sent_batch, cache_size=0)
     z = OnnxZeroShot(onnx_dir / "zero-shot", precision=precision, device=device, batch_size=zs_batch, cache_size=0)
-    s.predict(texts[:chunk])  # warm-up (session init, allocations)
+    s.predict(sent_texts[:chunk])  # warm-up (session init, allocations)
     z.classify(texts[: max(2, chunk // 8)], labels)
-    chunks = [texts[i : i + chunk] for i in range(0, len(texts), chunk)]
-    ts = timed(lambda: [s.predict(c) for c in chunks])
-    tz = timed(lambda: [z.classify(c, labels) for c in chunks])
-    return {"texts_per_s": len(texts) / ts, "pairs_per_s": len(texts) * len(labels) / tz}
+
+    def chunks(items: list[str]) -> list[list[str]]:
+        return [items[i : i + chunk] for i in range(0, len(items), chunk)]
+
+    ts = timed(lambda: [s.predict(c) for c in chunks(sent_texts)])
+    tz = timed(lambda: [z.classify(c, labels) for c in chunks(texts)])
+    return {"texts_per_s": len(sent_texts) / ts, "pairs_per_s": len(texts) * len(labels) / tz}
 
 
-def mean_tokens(onnx_dir: Path, texts: list[str], labels: list[str]) -> dict[str, float]:
+def mean_tokens(onnx_dir: Path, sent_texts: list[str], texts: list[str], labels: list[str]) -> dict[str, float]:
     """Mean model input length: sentiment per text, zero-shot per (text, label) pair, special tokens included."""
     s = OnnxSentiment(onnx_dir / "sentiment", precision="fp32", device="cpu", cache_size=0)
     z = OnnxZeroShot(onnx_dir / "zero-shot", precision="fp32", device="cpu", cache_size=0)
-    sent = [min(len(ids) + s.template.n_special, s.max_length) for ids in s.encoder.encode(texts)]
+    sent = [min(len(ids) + s.template.n_special, s.max_length) for ids in s.encoder.encode(sent_texts)]
     hyps = [len(z._hypothesis(label)) for label in labels]
     pairs = [min(len(ids) + h + z.template.n_special, z.max_length) for ids in z.encoder.encode(texts) for h in hyps]
     return {"sentiment": sum(sent) / len(sent), "zero-shot": sum(pairs) / len(pairs)}
 
 
 def roofline(
-    onnx_dir: Path, texts: list[str], labels: list[str], int8: dict[str, float], batches: dict[str, int]
+    onnx_dir: Path,
+    sent_texts: list[str],
+    texts: list[str],
+    labels: list[str],
+    int8: dict[str, float],
+    batches: dict[str, int],
 ) -> dict:
     """int8 CPU: work per input, the measured GEMM peak, the share of time in GEMMs -> the best rate possible."""
     import numpy as np
@@ -113,7 +123,7 @@ def roofline(
         weight_gemm_shapes,
     )
 
-    tokens = mean_tokens(onnx_dir, texts, labels)
+    tokens = mean_tokens(onnx_dir, sent_texts, texts, labels)
     out: dict[str, dict[str, float]] = {}
     for task, unit, rate_key, flops_fn in (
         ("sentiment", "text", "texts_per_s", distilbert_flops_per_text),
@@ -168,7 +178,8 @@ def main() -> None:
     ap.add_argument("--size", choices=["tiny", "full"], default="full")
     ap.add_argument("--models", type=Path, help="ONNX folder (default .cache/onnx_<size>)")
     ap.add_argument("--checkpoints", type=Path, help="checkpoint folder (default .cache/models_<size>)")
-    ap.add_argument("--texts", type=int, default=200, help="texts for our runtime")
+    ap.add_argument("--texts", type=int, default=200, help="texts for our zero-shot runs")
+    ap.add_argument("--sentiment-texts", type=int, default=400, help="texts for our sentiment runs")
     ap.add_argument("--baseline-texts", type=int, default=6, help="texts for the (slow) pipeline baseline")
     ap.add_argument("--chunk", type=int, default=64, help="texts per predict/classify call")
     ap.add_argument("--sentiment-batch", type=int, default=8)
@@ -181,11 +192,13 @@ def main() -> None:
     onnx_dir = args.models or ROOT / ".cache" / f"onnx_{args.size}"
     ck_dir = args.checkpoints or ROOT / ".cache" / f"models_{args.size}"
     ensure_models(args.size, onnx_dir, ck_dir)
-    texts = feedback_corpus(max(args.texts, args.baseline_texts), seed=2024, min_words=10, max_words=60)
+    n = max(args.texts, args.sentiment_texts, args.baseline_texts)
+    texts = feedback_corpus(n, seed=2024, min_words=10, max_words=60)
     labels = list(TOPIC_LABELS)
     cores = len(os.sched_getaffinity(0))
     print(
-        f"size={args.size} cores={cores} texts={args.texts} labels={len(labels)} "
+        f"size={args.size} cores={cores} texts={args.texts} (sentiment {args.sentiment_texts}, pipeline "
+        f"{args.baseline_texts}) labels={len(labels)} "
         f"(RANDOM WEIGHTS: speed is real, scores are not)"
     )
 
@@ -202,6 +215,7 @@ def main() -> None:
             onnx_dir,
             precision,
             device,
+            texts[: args.sentiment_texts],
             texts[: args.texts],
             labels,
             args.chunk,
@@ -220,6 +234,7 @@ def main() -> None:
         print("roofline, int8 on this CPU (why a target is or isn't reachable):")
         roof = roofline(
             onnx_dir,
+            texts[: args.sentiment_texts],
             texts[: args.texts],
             labels,
             results["onnx int8 cpu"],

@@ -8,7 +8,10 @@ Layout written under ``--out`` (default ``models_onnx/``)::
     models_onnx/
       sentiment/            DistilBERT-style sequence classifier
         model.onnx          fp32, the exact default (parity vs PyTorch measured at export, <= 1e-4 or refused)
-        model.int8.onnx     only with --quantize int8: dynamic per-channel int8 weights (CPU)
+        model.int8.onnx     only with --quantize int8: dynamic per-channel int8 weights (CPU); activation
+                            scales are computed per batch, so a text's scores move with its batch neighbours
+        model.int8-static.onnx  only with --quantize int8-static: int8 weights and activations with scales
+                            calibrated at export on sample texts (CPU); batch-independent and faster
         model.fp16.onnx     only with --fp16: fp16 weights, fp32 inputs/outputs (CUDA)
         tokenizer.json      the checkpoint's fast tokenizer (the runtime splits special tokens in text)
         config.json         the checkpoint's config (labels)
@@ -25,12 +28,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -230,10 +234,88 @@ def _onnx_export(model: Any, tokenizer: Any, dest: Path, log: Log) -> Path:
     return target
 
 
+QUANTIZATIONS = ("int8", "int8-static")
+QUANT_METHODS = {
+    "int8": "onnxruntime dynamic quantization, per-channel QInt8 weights, uint8 activations",
+    "int8-static": "onnxruntime static QDQ quantization of MatMuls: per-channel QInt8 weights, uint8 activations "
+    "with MinMax scales calibrated at export",
+}
+CALIBRATION_TEXTS = 64  # generated feedback texts used when no --calibration-texts file is given
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """onnxruntime.quantization warns on the root logger about every tensor it skips: not actionable here."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def _quantize_int8(src: Path, dst: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8)
+    with _quiet_root_logger():
+        quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8)
+
+
+def calibration_texts(path: str | Path | None = None) -> list[str]:
+    """Texts whose activations set the static int8 scales: one per line from ``path`` (your own feedback is
+    best), else the probe set plus generated feedback."""
+    if path is not None:
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ExportError(f"can't read calibration texts {path}: {exc}") from exc
+        texts = [line for line in lines if line.strip()]
+        if not texts:
+            raise ExportError(f"{path} holds no calibration texts (one text per line)")
+        return texts
+    from reactor.nlp.tiny import feedback_corpus
+
+    return [*PROBE_TEXTS, *feedback_corpus(CALIBRATION_TEXTS, seed=4242, min_words=3, max_words=120)]
+
+
+def _quantize_static(src: Path, dst: Path, runtime: Any, texts: Sequence[str], labels: Sequence[str]) -> None:
+    """Static int8: run the fp32 model on calibration batches built exactly as at run time, record MinMax
+    activation ranges, write a QDQ model (ONNX Runtime fuses it into int8 kernels)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    if isinstance(runtime, OnnxZeroShot):
+        rows, types = runtime.rows(texts, labels)
+    else:
+        rows, types = runtime.rows(texts), None
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = runtime.batches(rows, types)
+
+        def get_next(self) -> dict[str, Any] | None:
+            batch = next(self.batches, None)
+            return None if batch is None else batch[1]
+
+    with _quiet_root_logger():
+        quantize_static(
+            str(src),
+            str(dst),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul"],
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"MatMulConstBOnly": True, "WeightSymmetric": True, "ActivationSymmetric": False},
+        )
 
 
 def _convert_fp16(src: Path, dst: Path) -> None:
@@ -294,16 +376,16 @@ def export_task(
     source: str,
     dest: str | Path,
     *,
-    quantize: str | None = None,
+    quantize: str | Sequence[str] | None = None,
     fp16: bool = False,
     source_id: str | None = None,
+    calibration: str | Path | None = None,
     log: Log = print,
 ) -> dict[str, Any]:
     """Export one checkpoint (Hub id or folder) to ``dest``; returns the manifest written there."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}")
-    if quantize not in (None, "int8"):
-        raise ExportError(f"--quantize supports only int8, not {quantize!r}")
+    quantize = _quantizations(quantize)
     dest = Path(dest)
     log(f"{task}: loading {source}")
     model, tokenizer = load_checkpoint(source)
@@ -347,7 +429,7 @@ def export_task(
             got = runtime.predict(texts) if task == "sentiment" else runtime.classify(texts, labels)
             return runtime, got
 
-        _, got = ours("fp32")
+        fp32_runtime, got = ours("fp32")
         parity = _compare(task, got, ref)
         manifest["precisions"]["fp32"] = {"file": PRECISIONS["fp32"], "parity_vs_pytorch": parity}
         log(f"  fp32 parity vs PyTorch: max |Δscore| {parity['max_abs_diff']:.2e}")
@@ -358,23 +440,27 @@ def export_task(
                 f"{dest}. Check the opset/exporter versions ({manifest['versions']})."
             )
 
-        if quantize == "int8":
-            _quantize_int8(stage / PRECISIONS["fp32"], stage / PRECISIONS["int8"])
-            runtime, got = ours("int8")
+        for kind in quantize:
+            entry: dict[str, Any] = {"file": PRECISIONS[kind], "method": QUANT_METHODS[kind]}
+            if kind == "int8":
+                _quantize_int8(stage / PRECISIONS["fp32"], stage / PRECISIONS[kind])
+            else:
+                t0 = time.perf_counter()
+                calib = calibration_texts(calibration)
+                _quantize_static(stage / PRECISIONS["fp32"], stage / PRECISIONS[kind], fp32_runtime, calib, labels)
+                entry["calibration"] = {"texts": len(calib), "source": str(calibration or "probe set + generated")}
+                log(f"  calibrated static int8 on {len(calib)} texts in {time.perf_counter() - t0:.1f}s")
+            runtime, got = ours(kind)
             drift = _compare(task, got, ref)
             drift["batch_neighbour_max_diff"] = _neighbour_drift(task, runtime, texts, labels)
-            manifest["precisions"]["int8"] = {
-                "file": PRECISIONS["int8"],
-                "method": "onnxruntime dynamic quantization, per-channel QInt8 weights, uint8 activations",
-                "drift_vs_pytorch": drift,
-            }
+            manifest["precisions"][kind] = {**entry, "drift_vs_pytorch": drift}
             log(
-                f"  int8 drift vs PyTorch: max |Δscore| {drift['max_abs_diff']:.3g}, mean "
+                f"  {kind} drift vs PyTorch: max |Δscore| {drift['max_abs_diff']:.3g}, mean "
                 f"{drift['mean_abs_diff']:.3g}, batch-neighbour {drift['batch_neighbour_max_diff']:.3g}"
             )
         if fp16:
             _convert_fp16(stage / PRECISIONS["fp32"], stage / PRECISIONS["fp16"])
-            entry: dict[str, Any] = {"file": PRECISIONS["fp16"], "io": "fp32 inputs/outputs, fp16 inside"}
+            entry = {"file": PRECISIONS["fp16"], "io": "fp32 inputs/outputs, fp16 inside"}
             try:
                 import onnxruntime as ort
 
@@ -404,6 +490,14 @@ def export_task(
     return manifest
 
 
+def _quantizations(quantize: str | Sequence[str] | None) -> tuple[str, ...]:
+    kinds = (quantize,) if isinstance(quantize, str) else tuple(quantize or ())
+    for kind in kinds:
+        if kind not in QUANTIZATIONS:
+            raise ExportError(f"--quantize supports {', '.join(QUANTIZATIONS)}, not {kind!r}")
+    return tuple(dict.fromkeys(kinds))
+
+
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
 
@@ -413,8 +507,9 @@ def export_models(
     *,
     sentiment: str = DEFAULT_SENTIMENT,
     zero_shot: str = DEFAULT_ZERO_SHOT,
-    quantize: str | None = None,
+    quantize: str | Sequence[str] | None = None,
     fp16: bool = False,
+    calibration: str | Path | None = None,
     random_size: str | None = None,
     checkpoints_dir: str | Path | None = None,
     log: Log = print,
@@ -439,6 +534,15 @@ def export_models(
         arch = {"sentiment": "distilbert-sst2", "zero-shot": "bart-mnli"}
         ids = {k: f"reactor/{random_size}-random-{arch[k]}" for k in sources}
     return {
-        task: export_task(task, sources[task], out / task, quantize=quantize, fp16=fp16, source_id=ids[task], log=log)
+        task: export_task(
+            task,
+            sources[task],
+            out / task,
+            quantize=quantize,
+            fp16=fp16,
+            source_id=ids[task],
+            calibration=calibration,
+            log=log,
+        )
         for task in TASKS
     }

@@ -28,7 +28,7 @@ import json
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,12 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
+PRECISIONS = {
+    "fp32": "model.onnx",
+    "int8": "model.int8.onnx",  # dynamic: activation scales per batch, so scores move with batch neighbours
+    "int8-static": "model.int8-static.onnx",  # calibrated scales: the same text always gets the same score
+    "fp16": "model.fp16.onnx",
+}
 DEVICES = ("auto", "cpu", "cuda")
 HYPOTHESIS_TEMPLATE = "This example is {}."
 TASK_DIRS = {"sentiment": "sentiment", "zero-shot": "zero-shot"}
@@ -130,9 +135,8 @@ class _Session:
     def provider(self) -> str:
         return self.session.get_providers()[0]
 
-    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, type_ids: np.ndarray) -> np.ndarray:
-        feeds = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": type_ids}
-        feeds = {name: feeds[name] for name in self.input_names}
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Logits for one padded batch (``feeds`` keyed by this model's input names)."""
         if self.cuda:  # bind inputs once to the device, fetch only the logits back
             binding = self.session.io_binding()
             for name, value in feeds.items():
@@ -188,7 +192,7 @@ class _OnnxModel:
         file = PRECISIONS[precision]
         onnx_path = folder / file
         if not onnx_path.is_file():
-            hint = {"fp32": "", "int8": " --quantize int8", "fp16": " --fp16"}[precision]
+            hint = {"fp32": "", "fp16": " --fp16"}.get(precision, f" --quantize {precision}")
             raise ModelLoadError(
                 f"no {precision} ONNX model in {folder} ({file} is missing): "
                 f"run `reactor export-models --tiny{hint}` (random weights, for tests) or "
@@ -196,7 +200,7 @@ class _OnnxModel:
             )
         self.session = _Session(onnx_path, device)
         if precision == "fp16" and not self.session.cuda:
-            raise ModelLoadError("fp16 models need CUDA; use precision 'fp32' or 'int8' on CPU")
+            raise ModelLoadError("fp16 models need CUDA; use precision 'fp32', 'int8' or 'int8-static' on CPU")
         self.encoder = _Encoder(folder / "tokenizer.json")
         tok = self.manifest["tokenizer"]
         self.max_length: int = int(tok["max_length"])
@@ -225,9 +229,10 @@ class _OnnxModel:
                 self._cache.put((key, text), value)
         return found
 
-    def _forward(self, rows: list[list[int]], types: list[list[int]] | None = None) -> np.ndarray:
-        """Logits for token-id rows, in the rows' order: sorted by length and padded per batch."""
-        out = np.empty((len(rows), len(self.id2label)), dtype=np.float32)
+    def batches(
+        self, rows: list[list[int]], types: list[list[int]] | None = None
+    ) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
+        """(row positions, model inputs) per batch: rows sorted by length, padded to the batch's longest."""
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
@@ -240,7 +245,14 @@ class _OnnxModel:
                 mask[r, : len(rows[i])] = 1
                 if types is not None:
                     type_ids[r, : len(types[i])] = types[i]
-            out[idx] = self.session.run(ids, mask, type_ids)
+            feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": type_ids}
+            yield idx, {name: feeds[name] for name in self.session.input_names}
+
+    def _forward(self, rows: list[list[int]], types: list[list[int]] | None = None) -> np.ndarray:
+        """Logits for token-id rows, in the rows' order."""
+        out = np.empty((len(rows), len(self.id2label)), dtype=np.float32)
+        for idx, feeds in self.batches(rows, types):
+            out[idx] = self.session.run(feeds)
         return out
 
 
@@ -266,12 +278,15 @@ class OnnxSentiment(_OnnxModel):
         results = self._cached(texts, "sentiment", self._predict)
         return [results[t] for t in texts]
 
-    def _predict(self, texts: list[str]) -> list[tuple[str, float]]:
+    def rows(self, texts: Sequence[str]) -> list[list[int]]:
+        """Model input ids per text: special tokens around the text, truncated to the max length."""
         t = self.template
         room = max(0, self.max_length - t.n_special)
-        rows = [[*t.prefix, *ids[:room], *t.suffix] for ids in self.encoder.encode(texts)]
+        return [[*t.prefix, *ids[:room], *t.suffix] for ids in self.encoder.encode(texts)]
+
+    def _predict(self, texts: list[str]) -> list[tuple[str, float]]:
         out = []
-        for p in _softmax(self._forward(rows)):
+        for p in _softmax(self._forward(self.rows(texts))):
             best = int(np.argmax(p))
             out.append((self.id2label[best], float(p[best])))
         return out
@@ -322,7 +337,8 @@ class OnnxZeroShot(_OnnxModel):
             out.append([(labels[j], float(s[j])) for j in order])
         return out
 
-    def _score(self, texts: list[str], labels: list[str]) -> list[np.ndarray]:
+    def rows(self, texts: Sequence[str], labels: Sequence[str]) -> tuple[list[list[int]], list[list[int]] | None]:
+        """Model input ids (and token type ids, for BERT-style NLI models) per (text, label) pair, text-major."""
         hyps = [self._hypothesis(label) for label in labels]
         t = self.template
         rows: list[list[int]] = []
@@ -336,7 +352,10 @@ class OnnxZeroShot(_OnnxModel):
                     first = len(t.prefix) + len(a) + len(t.middle)
                     second = len(hyp) + len(t.suffix)
                     types.append([self.pair_type_ids["a"]] * first + [self.pair_type_ids["b"]] * second)
-        logits = self._forward(rows, types)
+        return rows, types
+
+    def _score(self, texts: list[str], labels: list[str]) -> list[np.ndarray]:
+        logits = self._forward(*self.rows(texts, labels))
         pair = logits[:, [self.contradiction_id, self.entailment_id]]
         entail = _softmax(pair)[:, 1]
         n = len(labels)
@@ -385,8 +404,10 @@ def load_models(
 ) -> tuple[OnnxSentiment, OnnxZeroShot]:
     """Load ``models_dir/sentiment`` and ``models_dir/zero-shot`` (written by ``reactor export-models``).
 
-    ``precision``: fp32 (default, exact vs PyTorch), int8 (opt-in, CPU, scores drift — see the
-    manifest), fp16 (CUDA only).  ``device``: auto|cpu|cuda, else env ``REACTOR_DEVICE``, else auto.
+    ``precision``: fp32 (default, exact vs PyTorch), int8 (opt-in, CPU, dynamic: scores drift and
+    depend on batch neighbours — see the manifest), int8-static (opt-in, CPU, calibrated: faster, the
+    same text always scores the same, drift in the manifest), fp16 (CUDA only).
+    ``device``: auto|cpu|cuda, else env ``REACTOR_DEVICE``, else auto.
     """
     if precision not in PRECISIONS:
         raise ModelLoadError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")

@@ -37,7 +37,7 @@ def export_available() -> bool:
 
 @pytest.fixture(scope="session")
 def tiny_dir() -> Path:
-    """Folder with checkpoints/{sentiment,zero-shot} and onnx/{sentiment,zero-shot} (fp32 + int8)."""
+    """Folder with checkpoints/{sentiment,zero-shot} and onnx/{sentiment,zero-shot} (fp32, int8, int8-static)."""
     if CACHE.is_dir():  # any complete build will do for runtime-only tests without torch
         builds = sorted(p for p in CACHE.iterdir() if (p / "onnx" / "zero-shot" / "manifest.json").is_file())
     else:
@@ -54,7 +54,7 @@ def tiny_dir() -> Path:
             shutil.rmtree(target)
         export_models(
             target / "onnx",
-            quantize="int8",
+            quantize=("int8", "int8-static"),
             random_size="tiny",
             checkpoints_dir=target / "checkpoints",
             log=lambda _msg: None,

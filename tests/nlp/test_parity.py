@@ -7,8 +7,9 @@ over the max length crashes the pipeline; the runtime truncates).  The zero-shot
 empty text, so for "" the reference is the same maths done directly (``reference_zero_shot``).
 
 int8 is opt-in and approximate: dynamic quantization picks activation scales per batch tensor, so the
-scores move with the batch neighbours.  On these tiny 32-wide models the drift is large (bounded here by
-INT8_TOL); full-size figures are in manifest.json and the benchmark report.
+scores move with the batch neighbours; static (calibrated) int8 fixes the scales at export, so they don't.
+On these tiny 32-wide models the drift is large (bounded here by INT8_TOL); full-size figures are in
+manifest.json and the benchmark report.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def pipes(tiny_dir: Path):  # -> (sentiment pipeline, zero-shot pipeline, model,
     return sent, zs, model, tok
 
 
-@pytest.mark.parametrize("precision,tol", [("fp32", FP32_TOL), ("int8", INT8_TOL)])
+@pytest.mark.parametrize("precision,tol", [("fp32", FP32_TOL), ("int8", INT8_TOL), ("int8-static", INT8_TOL)])
 def test_sentiment_matches_pipeline(pipes, onnx_dir: Path, precision: str, tol: float) -> None:
     sent = pipes[0]
     sample = texts()
@@ -83,7 +84,7 @@ def test_sentiment_matches_pipeline(pipes, onnx_dir: Path, precision: str, tol: 
             assert label == want["label"], repr(text[:60])
 
 
-@pytest.mark.parametrize("precision,tol", [("fp32", FP32_TOL), ("int8", INT8_TOL)])
+@pytest.mark.parametrize("precision,tol", [("fp32", FP32_TOL), ("int8", INT8_TOL), ("int8-static", INT8_TOL)])
 def test_zero_shot_matches_pipeline(pipes, onnx_dir: Path, precision: str, tol: float) -> None:
     from reactor.nlp.export import reference_zero_shot
 

@@ -49,6 +49,8 @@ def test_manifest_records_files_parity_and_random_weights(onnx_dir: Path) -> Non
         assert m["random_weights"] is True and m["task"] == task and m["opset"] >= 17
         assert m["precisions"]["fp32"]["parity_vs_pytorch"]["max_abs_diff"] <= 1e-5
         assert "drift_vs_pytorch" in m["precisions"]["int8"]
+        static = m["precisions"]["int8-static"]
+        assert static["calibration"]["texts"] > 50 and static["drift_vs_pytorch"]["batch_neighbour_max_diff"] < 1e-6
         for name, info in m["files"].items():
             assert hashlib.sha256((onnx_dir / task / name).read_bytes()).hexdigest() == info["sha256"]
 
@@ -77,12 +79,16 @@ def test_long_text_is_truncated_to_max_length(models: tuple[OnnxSentiment, OnnxZ
     assert dict(a) == pytest.approx(dict(b), abs=1e-6)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8-static"])
 @pytest.mark.parametrize("batch_size", [1, 2, 3, 16])
-def test_fp32_scores_do_not_depend_on_batch_neighbours(onnx_dir: Path, batch_size: int) -> None:
-    alone_s = OnnxSentiment(onnx_dir / "sentiment", device="cpu", batch_size=1, cache_size=0)
-    alone_z = OnnxZeroShot(onnx_dir / "zero-shot", device="cpu", batch_size=1, cache_size=0)
-    s = OnnxSentiment(onnx_dir / "sentiment", device="cpu", batch_size=batch_size, cache_size=0)
-    z = OnnxZeroShot(onnx_dir / "zero-shot", device="cpu", batch_size=batch_size, cache_size=0)
+def test_scores_do_not_depend_on_batch_neighbours(onnx_dir: Path, batch_size: int, precision: str) -> None:
+    """fp32 and calibrated int8 give a text the same scores whatever else shares its batch (dynamic int8
+    does not: its activation scales come from the whole batch)."""
+    kw = {"precision": precision, "device": "cpu", "cache_size": 0}
+    alone_s = OnnxSentiment(onnx_dir / "sentiment", batch_size=1, **kw)
+    alone_z = OnnxZeroShot(onnx_dir / "zero-shot", batch_size=1, **kw)
+    s = OnnxSentiment(onnx_dir / "sentiment", batch_size=batch_size, **kw)
+    z = OnnxZeroShot(onnx_dir / "zero-shot", batch_size=batch_size, **kw)
     for text, (label, score) in zip(TEXTS, s.predict(TEXTS), strict=True):
         ((want_label, want),) = alone_s.predict([text])
         assert label == want_label and score == pytest.approx(want, abs=1e-6)
@@ -115,6 +121,9 @@ def test_missing_precision_file_says_what_to_run(onnx_dir: Path, tmp_path: Path)
     (copy / "sentiment" / "model.int8.onnx").unlink()
     with pytest.raises(ModelLoadError, match=r"no int8 ONNX model.*--quantize int8"):
         load_models(copy, precision="int8", device="cpu")
+    (copy / "zero-shot" / "model.int8-static.onnx").unlink()
+    with pytest.raises(ModelLoadError, match=r"no int8-static ONNX model.*--quantize int8-static"):
+        load_models(copy, precision="int8-static", device="cpu")
     (copy / "zero-shot" / "manifest.json").unlink()
     with pytest.raises(ModelLoadError, match=r"manifest.json missing"):
         load_models(copy, device="cpu")
@@ -150,9 +159,10 @@ def test_device_from_env(monkeypatch: pytest.MonkeyPatch, onnx_dir: Path) -> Non
             load_models(onnx_dir)
 
 
-def test_int8_loads_and_scores(onnx_dir: Path) -> None:
-    sentiment, zero_shot = load_models(onnx_dir, precision="int8", device="cpu")
-    assert "@int8:" in sentiment.model_id and sentiment.random_weights
+@pytest.mark.parametrize("precision", ["int8", "int8-static"])
+def test_int8_loads_and_scores(onnx_dir: Path, precision: str) -> None:
+    sentiment, zero_shot = load_models(onnx_dir, precision=precision, device="cpu")
+    assert f"@{precision}:" in sentiment.model_id and sentiment.random_weights
     assert len(sentiment.predict(TEXTS)) == len(TEXTS)
     assert len(zero_shot.classify(TEXTS, LABELS)[0]) == len(LABELS)
 
