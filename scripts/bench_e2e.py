@@ -10,6 +10,9 @@ Sections (``--sections``, default all; ``--quick`` shrinks every size for a ~2-3
             deadline when rows are left. Baseline: original defaults (10 s poll, batch 10), then batch 500.
   models    the same with full-size RANDOM-weight models on CPU: ours = ONNX int8 (--onnx-dir), baseline =
             transformers pipelines fp32 per text (--checkpoints), --topics active labels, a low --model-rate.
+  backlog   full-size RANDOM-weight models: --model-backlog rows committed in one transaction, then drained by
+            ours (ONNX --precision, batch 10) and by the baseline (pipelines, 10 s poll, batch 10), each alone;
+            sustained rows/s = rows / (last analysis commit - insert commit), and the ratio ours / baseline.
   skipped   out-of-order commits: a transaction takes a low id and stays open while later ids commit and
             the baseline (poll shortened to --skip-poll s so the race is observed quickly; the outcome is the
             same with 10 s when the transaction stays open longer than a poll) processes them; then it commits.
@@ -58,7 +61,7 @@ sys.path.insert(0, str(ROOT))
 
 BASELINE = ROOT / "scripts" / "baseline" / "worker.py"
 INF = float("inf")
-ALL_SECTIONS = ("plumbing", "models", "skipped", "control", "scaling", "gpu")
+ALL_SECTIONS = ("plumbing", "models", "backlog", "skipped", "control", "scaling", "gpu")
 
 
 # --- small helpers ---------------------------------------------------------------------------------------
@@ -383,19 +386,28 @@ def section_plumbing(b: Bench, a: argparse.Namespace, results: dict[str, Any]) -
     results["plumbing"] = rows
 
 
-def section_models(b: Bench, a: argparse.Namespace, results: dict[str, Any]) -> None:
-    from reactor.nlp.tiny import TOPIC_LABELS, feedback_corpus
-
+def full_models(a: argparse.Namespace, section: str) -> tuple[Path, Path] | None:
+    """(ONNX folder, checkpoint folder) of the full-size random models, or None (printed why) when missing."""
     onnx_dir, ck = Path(a.onnx_dir), Path(a.checkpoints)
     if not (onnx_dir / "zero-shot" / f"model.{a.precision}.onnx").is_file() and a.precision != "fp32":
         print(
-            f"\n(a-ii) models: skipped: no {onnx_dir}/zero-shot/model.{a.precision}.onnx "
-            f"(reactor export-models --full-random --quantize int8 --out {onnx_dir})"
+            f"\n{section}: skipped: no {onnx_dir}/zero-shot/model.{a.precision}.onnx "
+            f"(reactor export-models --full-random --quantize {a.precision} --out {onnx_dir})"
         )
-        return
+        return None
     if not (ck / "zero-shot" / "config.json").is_file():
-        print(f"\n(a-ii) models: skipped: no checkpoints in {ck} (built by reactor export-models --full-random)")
+        print(f"\n{section}: skipped: no checkpoints in {ck} (built by reactor export-models --full-random)")
+        return None
+    return onnx_dir, ck
+
+
+def section_models(b: Bench, a: argparse.Namespace, results: dict[str, Any]) -> None:
+    from reactor.nlp.tiny import TOPIC_LABELS, feedback_corpus
+
+    found = full_models(a, "(a-ii) models")
+    if found is None:
         return
+    onnx_dir, ck = found
     n = max(2, int(a.model_rate * a.model_seconds))
     texts = [f"{i}: {t}" for i, t in enumerate(feedback_corpus(n, seed=7))]  # unique: no result cache hits
     labels = list(TOPIC_LABELS[: a.topics])
@@ -430,6 +442,61 @@ def section_models(b: Bench, a: argparse.Namespace, results: dict[str, Any]) -> 
         a.model_rate,
     )
     results["models"] = rows
+
+
+def drain_backlog(b: Bench, table: str, texts: list[str], timeout_s: float) -> dict[str, float]:
+    """Commit `texts` in one transaction, wait until `table` holds all of them (or the timeout)."""
+    with b.conn() as c:
+        ids = [
+            r[0]
+            for r in c.execute(
+                "INSERT INTO feedbacks (text) SELECT unnest(%s::text[]) RETURNING id", [texts]
+            ).fetchall()
+        ]
+        committed = b.now_server()
+    b.wait_analysed(table, ids, committed + timeout_s)
+    done = b.analysed(table, ids)
+    seconds = (max(done.values()) if done else b.now_server()) - committed
+    return {"rows": len(ids), "analysed": len(done), "seconds": seconds, "rows_per_s": len(done) / seconds}
+
+
+def section_backlog(b: Bench, a: argparse.Namespace, results: dict[str, Any]) -> None:
+    from reactor.nlp.tiny import TOPIC_LABELS, feedback_corpus
+
+    found = full_models(a, "(a-iii) backlog")
+    if found is None:
+        return
+    onnx_dir, ck = found
+    labels = list(TOPIC_LABELS[: a.topics])
+    b.set_topics(labels)
+    texts = [f"backlog {i}: {t}" for i, t in enumerate(feedback_corpus(a.model_backlog, seed=8))]
+    out: dict[str, dict[str, float]] = {}
+    b.clear_queue()
+    b.set_config(batch_size=10, run_next_job=True)
+    proc = b.start_reactor(str(onnx_dir), env={"REACTOR_PRECISION": a.precision, "REACTOR_DEVICE": "cpu"})
+    try:
+        out[f"ours: ONNX {a.precision} CPU, batch 10"] = drain_backlog(b, "reactor.feedback_analysis", texts, 900)
+    finally:
+        b.stop(proc)
+    proc = b.start_baseline("transformers", a.baseline_poll, 10, "baseline_backlog", ["--checkpoints", str(ck)])
+    try:
+        out[f"baseline: pipelines fp32, poll {a.baseline_poll:g} s, batch 10"] = drain_backlog(
+            b, "baseline.feedback_analysis", [f"b{t}" for t in texts], 1800
+        )
+    finally:
+        b.stop(proc)
+    b.clear_queue()
+    print(
+        f"\n(a-iii) full-size RANDOM-weight models on CPU, a backlog of {len(texts)} rows committed at once "
+        f"({len(labels)} topics): sustained rows/s until the last is analysed"
+    )
+    base = list(out.values())[-1]["rows_per_s"]
+    for name, r in out.items():
+        print(
+            f"  {name:<46} {r['analysed']}/{r['rows']} in {r['seconds']:.1f} s = {r['rows_per_s']:.2f} rows/s "
+            f"({r['rows_per_s'] / base:.1f}x baseline)"
+        )
+    results["backlog"] = out
 
 
 def section_skipped(b: Bench, a: argparse.Namespace, results: dict[str, Any]) -> None:
@@ -796,11 +863,12 @@ def main() -> None:
     ap.add_argument("--baseline-poll", type=float, default=10.0, help="baseline poll interval, s (original 10)")
     ap.add_argument("--onnx-dir", default=str(ROOT / ".cache" / "onnx_full"))
     ap.add_argument("--checkpoints", default=str(ROOT / ".cache" / "models_full"))
-    ap.add_argument("--precision", default="int8", choices=["fp32", "int8"])
+    ap.add_argument("--precision", default="int8", choices=["fp32", "int8", "int8-static"])
     ap.add_argument("--topics", type=int, default=3, help="models: active topic labels")
     ap.add_argument("--model-rate", type=float, default=0.3, help="models: inserts/s")
     ap.add_argument("--model-seconds", type=float, default=None, help="models: insert for this long (40; quick 20)")
     ap.add_argument("--model-drain", type=float, default=None, help="models: wait after last insert (90; quick 25)")
+    ap.add_argument("--model-backlog", type=int, default=None, help="backlog: rows (40; quick 20)")
     ap.add_argument("--skip-trials", type=int, default=None, help="skipped: held transactions (20; quick 5)")
     ap.add_argument("--skip-poll", type=float, default=0.5, help="skipped: baseline poll interval, s")
     ap.add_argument("--toggles", type=int, default=None, help="control: pause+resume pairs (50; quick 20)")
@@ -818,6 +886,7 @@ def main() -> None:
     a.seconds = a.seconds or (15 if q else 30)
     a.model_seconds = a.model_seconds or (20 if q else 40)
     a.model_drain = a.model_drain or (25 if q else 90)
+    a.model_backlog = a.model_backlog or (20 if q else 40)
     a.skip_trials = a.skip_trials or (5 if q else 20)
     a.toggles = a.toggles or (20 if q else 50)
     a.backlog = a.backlog or (10000 if q else 50000)
@@ -853,6 +922,7 @@ def main() -> None:
             {
                 "plumbing": section_plumbing,
                 "models": section_models,
+                "backlog": section_backlog,
                 "skipped": section_skipped,
                 "control": section_control,
                 "scaling": section_scaling,

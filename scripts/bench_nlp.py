@@ -108,10 +108,11 @@ def roofline(
     sent_texts: list[str],
     texts: list[str],
     labels: list[str],
-    int8: dict[str, float],
+    rates: dict[str, dict[str, float]],
     batches: dict[str, int],
 ) -> dict:
-    """int8 CPU: work per input, the measured GEMM peak, the share of time in GEMMs -> the best rate possible."""
+    """int8 CPU (``rates`` by precision): work per input, the measured GEMM peak, the share of time in the
+    int8 GEMM kernels -> how close each precision runs to the best rate this CPU allows."""
     import numpy as np
 
     from reactor.nlp.roofline import (
@@ -138,27 +139,29 @@ def roofline(
         if task == "zero-shot":
             ids[:, 0], ids[:, -1] = cfg["bos_token_id"], cfg["eos_token_id"]  # BART pools at its single eos
         feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-        shares = op_time_shares(onnx_dir / task / PRECISIONS["int8"], feeds)
-        gemm_share = sum(v for k, v in shares.items() if k in INT8_GEMM_OPS)
-        achieved = int8[rate_key] * ops
-        # If every other op were free and every GEMM ran at the measured peak:
-        bound = peak / ops
-        out[task] = {
-            "tokens": L,
-            "gops_per_input": ops / 1e9,
-            "achieved_gops": achieved / 1e9,
-            "gemm_peak_gops": peak / 1e9,
-            "fraction_of_peak": achieved / peak,
-            "gemm_time_share": gemm_share,
-            "bound_per_s": bound,
-        }
+        bound = peak / ops  # if every other op were free and every GEMM ran at the measured peak
         print(
-            f"  {task}: {L:.1f} tokens/{unit}, {ops / 1e9:.2f} G ops/{unit}; int8 {int8[rate_key]:.1f} {unit}s/s = "
-            f"{achieved / 1e9:.0f} G ops/s = {achieved / peak:.0%} of the measured int8 GEMM peak "
-            f"({peak / 1e9:.0f} G ops/s, ORT MatMulInteger, batch {batch}); int8 GEMM kernels take "
-            f"{gemm_share:.0%} of model time; ceiling with free non-GEMM ops and GEMMs at peak: "
-            f"{bound:.1f} {unit}s/s"
+            f"  {task}: {L:.1f} tokens/{unit}, {ops / 1e9:.2f} G ops/{unit}; measured int8 GEMM peak "
+            f"{peak / 1e9:.0f} G ops/s (ORT MatMulInteger, this model's shapes, batch {batch}) -> ceiling "
+            f"{bound:.1f} {unit}s/s even with every non-GEMM op free"
         )
+        for precision, rate in rates.items():
+            shares = op_time_shares(onnx_dir / task / PRECISIONS[precision], feeds)
+            gemm_share = sum(v for k, v in shares.items() if k in INT8_GEMM_OPS)
+            achieved = rate[rate_key] * ops
+            out[f"{task} {precision}"] = {
+                "tokens": L,
+                "gops_per_input": ops / 1e9,
+                "achieved_gops": achieved / 1e9,
+                "gemm_peak_gops": peak / 1e9,
+                "fraction_of_peak": achieved / peak,
+                "gemm_time_share": gemm_share,
+                "bound_per_s": bound,
+            }
+            print(
+                f"    {precision}: {rate[rate_key]:.1f} {unit}s/s = {achieved / 1e9:.0f} G ops/s = "
+                f"{achieved / peak:.0%} of that peak; int8 GEMM kernels take {gemm_share:.0%} of model time"
+            )
     return out
 
 
@@ -205,7 +208,7 @@ def main() -> None:
     results: dict[str, dict[str, float]] = {}
     if not args.no_pipeline:
         results["pipeline (per text)"] = bench_pipeline(ck_dir, texts[: args.baseline_texts], labels)
-    runs = [("fp32", "cpu"), ("int8", "cpu")]
+    runs = [("fp32", "cpu"), ("int8", "cpu"), ("int8-static", "cpu")]
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
@@ -230,26 +233,29 @@ def main() -> None:
             ratio = f"{r['texts_per_s'] / base['texts_per_s']:.1f} / {r['pairs_per_s'] / base['pairs_per_s']:.1f}"
         print(f"{name:<22}{r['texts_per_s']:>20.1f}{r['pairs_per_s']:>20.2f}{ratio:>16}")
     roof = {}
-    if "onnx int8 cpu" in results and not args.no_roofline:
+    int8 = {p: results[f"onnx {p} cpu"] for p in ("int8", "int8-static") if f"onnx {p} cpu" in results}
+    if int8 and not args.no_roofline:
         print("roofline, int8 on this CPU (why a target is or isn't reachable):")
         roof = roofline(
             onnx_dir,
             texts[: args.sentiment_texts],
             texts[: args.texts],
             labels,
-            results["onnx int8 cpu"],
+            int8,
             {"sentiment": args.sentiment_batch, "zero-shot": args.zero_shot_batch},
         )
-    rss = {p: peak_rss_mb(onnx_dir, p, texts, labels) for p in ("int8", "fp32")}
-    print(f"peak RSS, process with both models loaded: int8 {rss['int8']:.0f} MB, fp32 {rss['fp32']:.0f} MB")
+    rss = {p: peak_rss_mb(onnx_dir, p, texts, labels) for p in ("int8", "int8-static", "fp32")}
+    print("peak RSS, process with both models loaded: " + ", ".join(f"{p} {mb:.0f} MB" for p, mb in rss.items()))
     for task in ("sentiment", "zero-shot"):
         m = json.loads((onnx_dir / task / "manifest.json").read_text())
-        drift = m["precisions"].get("int8", {}).get("drift_vs_pytorch", {})
-        if drift:
-            print(
-                f"int8 drift {task}: max |Δscore| {drift['max_abs_diff']:.4f}, mean {drift['mean_abs_diff']:.4f}, "
-                f"batch-neighbour {drift.get('batch_neighbour_max_diff', float('nan')):.4f} (manifest, probe set)"
-            )
+        for precision in ("int8", "int8-static"):
+            drift = m["precisions"].get(precision, {}).get("drift_vs_pytorch", {})
+            if drift:
+                print(
+                    f"{precision} drift {task}: max |Δscore| {drift['max_abs_diff']:.4f}, mean "
+                    f"{drift['mean_abs_diff']:.4f}, batch-neighbour {drift['batch_neighbour_max_diff']:.4f} "
+                    "(manifest, probe set)"
+                )
     if args.json:
         args.json.write_text(
             json.dumps(
