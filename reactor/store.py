@@ -81,6 +81,7 @@ class Claim:
     attempts: dict[int, int]  # feedback id -> highest attempt number
     rows_of: dict[int, list[int]]  # feedback id -> its queue ids in this batch
     deletes: list[int]  # feedback ids whose row no longer exists
+    reindex: list[int] = field(default_factory=list)  # text unchanged, other columns changed: search doc only
     started: float = field(default_factory=time.monotonic)
 
     def only(self, fids: set[int]) -> Claim:
@@ -96,6 +97,7 @@ class Claim:
             attempts={f: v for f, v in self.attempts.items() if f in fids},
             rows_of={f: v for f, v in self.rows_of.items() if f in fids},
             deletes=[f for f in self.deletes if f in fids],
+            reindex=[f for f in self.reindex if f in fids],
             started=self.started,
         )
 
@@ -114,10 +116,11 @@ class Outcome:
     retried: int = 0
     parked: int = 0
     words_changed: int = 0
+    reindexed: int = 0  # search documents re-queued for a metadata-only change (no model run)
     errors: list[str] = field(default_factory=list)
 
     def __add__(self, other: Outcome) -> Outcome:
-        fields = ("analysed", "deleted", "stale", "retried", "parked", "words_changed")
+        fields = ("analysed", "deleted", "stale", "retried", "parked", "words_changed", "reindexed")
         total = Outcome(**{f: getattr(self, f) + getattr(other, f) for f in fields})
         total.errors = self.errors + other.errors
         return total
@@ -176,7 +179,10 @@ async def claim(
     enqueued: dict[int, datetime] = {}
     attempts: dict[int, int] = {}
     rows_of: dict[int, list[int]] = {}
-    for qid, fid, _op, att, enq, _err in rows:
+    analyse: set[int] = set()  # feedbacks with at least one upsert/delete row: the models run for these
+    for qid, fid, op, att, enq, _err in rows:
+        if op != "reindex":
+            analyse.add(fid)
         version[fid] = max(version.get(fid, 0), qid)
         enqueued[fid] = min(enqueued.get(fid, enq), enq)
         attempts[fid] = max(attempts.get(fid, 0), att)
@@ -186,13 +192,14 @@ async def claim(
         token=token,
         job_id=job_id,
         queue_ids=[r[0] for r in rows],
-        items=[Item(fid, texts[fid]) for fid in fids if fid in texts],
+        items=[Item(fid, texts[fid]) for fid in fids if fid in texts and fid in analyse],
         labels=labels,
         version=version,
         enqueued_at=enqueued,
         attempts=attempts,
         rows_of=rows_of,
         deletes=[fid for fid in fids if fid not in texts],
+        reindex=[fid for fid in fids if fid in texts and fid not in analyse],
     )
 
 
@@ -305,7 +312,11 @@ async def complete(
                 if docs:
                     kinds, doc_ids, actions = (list(x) for x in zip(*docs, strict=True))
                     await conn.execute(q("outbox_upsert"), {"kinds": kinds, "doc_ids": doc_ids, "actions": actions})
-        all_ids = [i.feedback_id for i in claim_.items] + deletes
+        reindex = sorted(set(claim_.reindex) & owned)
+        if reindex and outbox:
+            await conn.execute(q("outbox_reindex"), {"ids": reindex})
+        out.reindexed = len(reindex)
+        all_ids = [i.feedback_id for i in claim_.items] + deletes + claim_.reindex
         status = "failed" if all_ids and len(failed) == len(all_ids) else "completed"
         await conn.execute(
             q("close_job"),

@@ -329,7 +329,7 @@ class Reactor:
         m = self.metrics
         m.batches.inc()
         m.batch_seconds.observe(sum(phases))
-        for outcome in ("analysed", "deleted", "retried", "parked", "stale"):
+        for outcome in ("analysed", "deleted", "reindexed", "retried", "parked", "stale"):
             if getattr(out, outcome):
                 m.rows.labels(outcome).inc(getattr(out, outcome))
         if out.retried:
@@ -347,6 +347,7 @@ class Reactor:
             rows=len(claim.queue_ids),
             analysed=out.analysed,
             deleted=out.deleted,
+            reindexed=out.reindexed,
             retried=out.retried,
             parked=out.parked,
             stale=out.stale,

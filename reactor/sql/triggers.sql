@@ -18,6 +18,8 @@ CREATE OR REPLACE FUNCTION reactor.enqueue_updated() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     -- Only text changes matter for analysis; a changed id counts as delete of the old plus insert of the new.
+    -- Other columns of an analysed row (product_name, sender, updated_at...) only re-index its search document.
+    -- Compared as jsonb so any feedbacks table shape works (only id and text are required).
     INSERT INTO reactor.queue (feedback_id, op)
     SELECT n.id, 'upsert'
       FROM new_rows n LEFT JOIN old_rows o ON o.id = n.id
@@ -25,7 +27,13 @@ BEGIN
     UNION ALL
     SELECT o.id, 'delete'
       FROM old_rows o LEFT JOIN new_rows n ON n.id = o.id
-     WHERE n.id IS NULL;
+     WHERE n.id IS NULL
+    UNION ALL
+    SELECT n.id, 'reindex'
+      FROM new_rows n JOIN old_rows o ON o.id = n.id
+     WHERE o.text IS NOT DISTINCT FROM n.text
+       AND to_jsonb(o) - 'text' IS DISTINCT FROM to_jsonb(n) - 'text'
+       AND EXISTS (SELECT 1 FROM reactor.feedback_analysis a WHERE a.feedback_id = n.id);
     IF FOUND THEN
         PERFORM pg_notify('reactor_work', '');
     END IF;

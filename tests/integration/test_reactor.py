@@ -269,3 +269,26 @@ def test_sigterm_past_grace_releases_batch_untouched(pg_url, start_reactor):
     assert "batch.released" in reactor.log()
     assert scalar(pg_url, "SELECT count(*) FROM reactor.queue WHERE claimed_by IS NULL AND attempts = 0") == 3
     assert scalar(pg_url, "SELECT count(*) FROM jobs WHERE status = 'processing'") == 0
+
+
+def test_metadata_change_reindexes_without_running_the_models(pg_url, start_reactor):
+    """product_name/sender changes queue a 'reindex' (search document only); text changes re-analyse."""
+    ids = insert(pg_url, ["parcel arrived late", "great price"])
+    reactor = start_reactor()
+    wait_until(lambda: analysed(pg_url) == 2 and queue_empty(pg_url), 30, "first analyses")
+    reactor.stop()
+    before = dict(psycopg.connect(pg_url).execute("SELECT feedback_id, analyzed_at FROM reactor.feedback_analysis"))
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("UPDATE feedbacks SET product_name = product_name")  # nothing changed: nothing queued
+        assert queue_empty(pg_url)
+        conn.execute("UPDATE feedbacks SET product_name = 'renamed', sender = 'x' WHERE id = %s", [ids[0]])
+        conn.execute("UPDATE feedbacks SET text = 'great price, fast too' WHERE id = %s", [ids[1]])
+        ops = conn.execute("SELECT feedback_id, op FROM reactor.queue ORDER BY id").fetchall()
+    assert ops == [(ids[0], "reindex"), (ids[1], "upsert")]
+    reactor = start_reactor()
+    wait_until(lambda: queue_empty(pg_url), 30, "queue drained")
+    after = dict(psycopg.connect(pg_url).execute("SELECT feedback_id, analyzed_at FROM reactor.feedback_analysis"))
+    assert after[ids[0]] == before[ids[0]]  # not analysed again
+    assert after[ids[1]] > before[ids[1]]
+    assert_consistent(pg_url)
+    reactor.stop()

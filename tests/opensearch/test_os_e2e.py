@@ -1,5 +1,5 @@
-"""End to end: `reactor listen` with OPENSEARCH_ENDPOINT set indexes what it analyses and deletes what is
-deleted, through the outbox written by the complete transaction."""
+"""End to end: `reactor listen` with OPENSEARCH_ENDPOINT set indexes what it analyses, re-indexes renamed rows
+and deletes what is deleted, through the outbox written by the complete transaction."""
 
 from __future__ import annotations
 
@@ -44,6 +44,10 @@ def test_reactor_indexes_and_deletes_documents(pg_url, os_url, index_names, star
         60,
         "word documents equal Postgres totals",
     )
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # a rename re-indexes the document, no re-analysis
+        conn.execute("UPDATE feedbacks SET product_name = 'renamed' WHERE id = %s", [ids[0]])
+    wait_until(lambda: _docs(os_url, fi)[str(ids[0])]["product_name"] == "renamed", 60, "renamed document")
+    assert _docs(os_url, fi)[str(ids[0])]["analyzed_at"] == docs[str(ids[0])]["analyzed_at"]
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("DELETE FROM feedbacks WHERE id = %s", [ids[1]])
     wait_until(lambda: str(ids[1]) not in _docs(os_url, fi), 60, "document deleted")
