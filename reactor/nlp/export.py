@@ -241,6 +241,7 @@ QUANT_METHODS = {
     "with MinMax scales calibrated at export",
 }
 CALIBRATION_TEXTS = 64  # generated feedback texts used when no --calibration-texts file is given
+CALIBRATION_MAX_TOKENS = 128  # calibration rows are cut here: activation ranges, not long-text behaviour
 
 
 @contextlib.contextmanager
@@ -290,14 +291,20 @@ def _quantize_static(src: Path, dst: Path, runtime: Any, texts: Sequence[str], l
         quantize_static,
     )
 
-    if isinstance(runtime, OnnxZeroShot):
-        rows, types = runtime.rows(texts, labels)
-    else:
-        rows, types = runtime.rows(texts), None
+    max_length = runtime.max_length
+    runtime.max_length = min(max_length, CALIBRATION_MAX_TOKENS)
+    try:
+        if isinstance(runtime, OnnxZeroShot):
+            rows, types = runtime.rows(texts, labels)
+        else:
+            rows, types = runtime.rows(texts), None
+    finally:
+        runtime.max_length = max_length
+    width = max(len(r) for r in rows)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = runtime.batches(rows, types)
+            self.batches = runtime.batches(rows, types, width)  # one shape: ORT caches memory plans per shape
 
         def get_next(self) -> dict[str, Any] | None:
             batch = next(self.batches, None)
@@ -318,9 +325,6 @@ def _quantize_static(src: Path, dst: Path, runtime: Any, texts: Sequence[str], l
                 "MatMulConstBOnly": True,
                 "WeightSymmetric": True,
                 "ActivationSymmetric": False,
-                # merge ranges every few batches: keeping every intermediate output of BART-large for all
-                # calibration batches needs > 24 GB (measured: OOM-killed)
-                "CalibMaxIntermediateOutputs": 4,
             },
         )
 

@@ -230,13 +230,14 @@ class _OnnxModel:
         return found
 
     def batches(
-        self, rows: list[list[int]], types: list[list[int]] | None = None
+        self, rows: list[list[int]], types: list[list[int]] | None = None, width: int = 0
     ) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
-        """(row positions, model inputs) per batch: rows sorted by length, padded to the batch's longest."""
+        """(row positions, model inputs) per batch: rows sorted by length, padded to the batch's longest
+        (or to ``width`` if longer: one shape for every batch)."""
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            width = max(len(rows[i]) for i in idx)
+            width = max(width, *(len(rows[i]) for i in idx))
             ids = np.full((len(idx), width), self.pad_id, dtype=np.int64)
             mask = np.zeros((len(idx), width), dtype=np.int64)
             type_ids = np.zeros((len(idx), width), dtype=np.int64)
