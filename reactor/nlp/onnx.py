@@ -230,14 +230,20 @@ class _OnnxModel:
         return found
 
     def batches(
-        self, rows: list[list[int]], types: list[list[int]] | None = None, width: int = 0
+        self, rows: list[list[int]], types: list[list[int]] | None = None, max_tokens: int = 0
     ) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
-        """(row positions, model inputs) per batch: rows sorted by length, padded to the batch's longest
-        (or to ``width`` if longer: one shape for every batch)."""
+        """(row positions, model inputs) per batch: rows sorted by length, padded to the batch's longest.
+        At most ``batch_size`` rows, and with ``max_tokens`` at most that many padded tokens (one row at least)."""
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            width = max(width, *(len(rows[i]) for i in idx))
+        start = 0
+        while start < len(order):
+            end = min(start + self.batch_size, len(order))
+            if max_tokens:  # sorted ascending: the last row of a batch sets its width
+                while end - start > 1 and (end - start) * len(rows[order[end - 1]]) > max_tokens:
+                    end -= 1
+            idx = order[start:end]
+            start = end
+            width = max(len(rows[i]) for i in idx)
             ids = np.full((len(idx), width), self.pad_id, dtype=np.int64)
             mask = np.zeros((len(idx), width), dtype=np.int64)
             type_ids = np.zeros((len(idx), width), dtype=np.int64)

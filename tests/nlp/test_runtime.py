@@ -180,3 +180,12 @@ def test_runtime_does_not_import_torch(onnx_dir: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"runtime imported {out.stdout.strip()}"
+
+
+def test_batches_respect_a_token_budget(onnx_dir: Path) -> None:
+    s = OnnxSentiment(onnx_dir / "sentiment", device="cpu", batch_size=8, cache_size=0)
+    rows = [[5] * 10, [5] * 3, [5] * 3, [5] * 3]
+    shapes = [(idx, feeds["input_ids"].shape) for idx, feeds in s.batches(rows, max_tokens=12)]
+    assert shapes == [([1, 2, 3], (3, 3)), ([0], (1, 10))]  # sorted by length; the long row goes alone
+    assert [idx for idx, _ in s.batches(rows)] == [[1, 2, 3, 0]]  # no budget: batch_size rows
+    assert [idx for idx, _ in s.batches(rows, max_tokens=1)] == [[1], [2], [3], [0]]  # at least one row
