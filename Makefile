@@ -51,8 +51,8 @@ format: install
 bench-plumbing: install  ## latency p50/p99 and rows/s with the stand-in model
 	$(PY) scripts/bench_plumbing.py
 
-bench-nlp: install  ## model throughput: transformers pipeline vs ONNX fp32/int8 (full-size random models)
-	$(PY) scripts/bench_nlp.py --size full --texts 32 --baseline-texts 4  # first run builds the full random models (~9 min)
+bench-nlp: install  ## model throughput: transformers pipeline vs ONNX fp32/int8/int8-static (full-size random models)
+	$(PY) scripts/bench_nlp.py --size full --texts 32 --baseline-texts 8  # first run builds the full random models (~15 min)
 
 bench-e2e: install  ## end to end: reactor vs the original polling worker (latency, skipped rows, control, scaling, PNG)
 	$(PY) scripts/bench_e2e.py
