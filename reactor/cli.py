@@ -275,7 +275,7 @@ def status(as_json: bool) -> None:
         click.echo(f"status query failed: {logs.redact(str(exc)).strip()}", err=True)
         sys.exit(2)
     assert row is not None
-    queue_depth, in_flight, failed, analysed, outbox, incomplete, cfg = row
+    queue_depth, in_flight, failed, analysed, outbox, outbox_parked, incomplete, cfg = row
     cfg = cfg or {}
     info = {
         "state": "running" if cfg.get("run_next_job", True) not in (False, "false") else "paused",
@@ -285,6 +285,7 @@ def status(as_json: bool) -> None:
         "failed_rows": failed,
         "analysed": analysed,
         "outbox_depth": outbox,
+        "outbox_parked": outbox_parked,
         "incomplete_jobs": incomplete,
         "last_batch": None
         if not last
@@ -315,6 +316,7 @@ def status(as_json: bool) -> None:
         click.echo(f"state: {info['state']} (batch_size {info['batch_size']})")
         click.echo(
             f"queue: {queue_depth} waiting ({in_flight} leased), {failed} failed, {analysed} analysed, outbox {outbox}"
+            + (f" ({outbox_parked} parked: reactor retry-failed --only outbox)" if outbox_parked else "")
         )
         if info["last_batch"]:
             lb = info["last_batch"]

@@ -183,6 +183,7 @@ SELECT
     (SELECT count(*) FROM reactor.failed)                                             AS failed_rows,
     (SELECT count(*) FROM reactor.feedback_analysis)                                  AS analysed,
     (SELECT count(*) FROM reactor.outbox WHERE parked_at IS NULL)                     AS outbox_depth,
+    (SELECT count(*) FROM reactor.outbox WHERE parked_at IS NOT NULL)                 AS outbox_parked,
     (SELECT count(*) FROM jobs WHERE status = 'processing')                           AS incomplete_jobs,
     (SELECT config::jsonb FROM job_configs WHERE key = %(key)s ORDER BY id LIMIT 1)  AS config;
 

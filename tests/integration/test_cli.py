@@ -151,6 +151,8 @@ def test_retry_failed_requeues_parked_rows_and_parked_search_documents(pg_url):
             " ('feedback', '424242', 'index', 3, 'mapper_parsing_exception', now()),"
             " ('word', 'fine', 'index', 0, NULL, NULL)"
         )
+    status = run_cli(pg_url, "status")
+    assert "outbox 1 (1 parked: reactor retry-failed --only outbox)" in status.stdout, status.stdout
     out = run_cli(pg_url, "retry-failed", "--only", "outbox")
     assert out.returncode == 0, out.stderr
     assert "requeued 1 parked search documents" in out.stdout and "failed rows" not in out.stdout
