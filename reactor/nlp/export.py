@@ -11,7 +11,7 @@ Layout written under ``--out`` (default ``models_onnx/``)::
         model.int8.onnx     only with --quantize int8: dynamic per-channel int8 weights (CPU); activation
                             scales are computed per batch, so a text's scores move with its batch neighbours
         model.int8-static.onnx  only with --quantize int8-static: int8 weights and activations with scales
-                            calibrated at export on sample texts (CPU); batch-independent and faster
+                            calibrated at export on sample texts (CPU); batch-independent
         model.fp16.onnx     only with --fp16: fp16 weights, fp32 inputs/outputs (CUDA)
         tokenizer.json      the checkpoint's fast tokenizer (the runtime splits special tokens in text)
         config.json         the checkpoint's config (labels)

@@ -412,8 +412,8 @@ def load_models(
     """Load ``models_dir/sentiment`` and ``models_dir/zero-shot`` (written by ``reactor export-models``).
 
     ``precision``: fp32 (default, exact vs PyTorch), int8 (opt-in, CPU, dynamic: scores drift and
-    depend on batch neighbours — see the manifest), int8-static (opt-in, CPU, calibrated: faster, the
-    same text always scores the same, drift in the manifest), fp16 (CUDA only).
+    depend on batch neighbours — see the manifest), int8-static (opt-in, CPU, calibrated: the same text
+    always scores the same; slower than int8 on the benchmark CPU; drift in the manifest), fp16 (CUDA only).
     ``device``: auto|cpu|cuda, else env ``REACTOR_DEVICE``, else auto.
     """
     if precision not in PRECISIONS:
