@@ -38,8 +38,8 @@ from reactor.nlp.export import DEFAULT_SENTIMENT, DEFAULT_ZERO_SHOT, ExportError
     type=click.Choice(["int8", "int8-static"]),
     multiple=True,
     help="Also write model.int8.onnx (CPU, dynamic: scores drift and move with batch neighbours) and/or "
-    "model.int8-static.onnx (CPU, calibrated at export: batch-independent, slower than int8 here). Repeatable. "
-    "Drift vs PyTorch is measured and written to manifest.json.",
+    "model.int8-static.onnx (CPU, calibrated at export: batch-independent; slower than int8 on the benchmark "
+    "CPU). Repeatable. Drift vs PyTorch is measured and written to manifest.json.",
 )
 @click.option(
     "--calibration-texts",
