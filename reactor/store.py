@@ -10,7 +10,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -120,10 +120,7 @@ class Outcome:
     errors: list[str] = field(default_factory=list)
 
     def __add__(self, other: Outcome) -> Outcome:
-        fields = ("analysed", "deleted", "stale", "retried", "parked", "words_changed", "reindexed")
-        total = Outcome(**{f: getattr(self, f) + getattr(other, f) for f in fields})
-        total.errors = self.errors + other.errors
-        return total
+        return Outcome(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
 
 
 async def read_config(conn: AsyncConnection, key: str) -> JobConfig:
@@ -274,6 +271,7 @@ async def complete(
         targets = sorted((set(ok) | set(deletes)) & owned)
         out.stale += len((set(ok) | set(deletes)) - owned)
         words: Counter[str] = Counter()
+        docs: list[tuple[str, str, str]] = []  # search-index work: (kind, doc id, action)
         if targets:
             await conn.execute(q("lock_feedbacks"), {"ids": targets})
             prev = {
@@ -304,18 +302,17 @@ async def complete(
                 await conn.execute(q("apply_word_deltas"), {"words": changed, "deltas": [words[w] for w in changed]})
                 zeroed = [r[0] for r in await (await conn.execute(q("drop_zero_words"), {"words": changed})).fetchall()]
             out.words_changed = len(changed)
-            if outbox:
-                docs = [("feedback", str(a.feedback_id), "index") for a in upserts]
-                docs += [("feedback", str(f), "delete") for f in targets if f in deletes]
-                gone = set(zeroed)
-                docs += [("word", w, "delete" if w in gone else "index") for w in changed]
-                if docs:
-                    kinds, doc_ids, actions = (list(x) for x in zip(*docs, strict=True))
-                    await conn.execute(q("outbox_upsert"), {"kinds": kinds, "doc_ids": doc_ids, "actions": actions})
+            docs += [("feedback", str(a.feedback_id), "index") for a in upserts]
+            docs += [("feedback", str(f), "delete") for f in targets if f in deletes]
+            gone = set(zeroed)
+            docs += [("word", w, "delete" if w in gone else "index") for w in changed]
+        # Metadata-only changes: the sink rebuilds the document from the stored analysis (or deletes it if none).
         reindex = sorted(set(claim_.reindex) & owned)
-        if reindex and outbox:
-            await conn.execute(q("outbox_reindex"), {"ids": reindex})
-        out.reindexed = len(reindex)
+        docs += [("feedback", str(f), "index") for f in reindex]
+        if outbox and docs:
+            kinds, doc_ids, actions = (list(x) for x in zip(*docs, strict=True))
+            await conn.execute(q("outbox_upsert"), {"kinds": kinds, "doc_ids": doc_ids, "actions": actions})
+            out.reindexed = len(reindex)
         all_ids = [i.feedback_id for i in claim_.items] + deletes + claim_.reindex
         status = "failed" if all_ids and len(failed) == len(all_ids) else "completed"
         await conn.execute(

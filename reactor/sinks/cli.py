@@ -32,6 +32,7 @@ from reactor.sinks.opensearch import (
     is_unavailable,
     make_client,
 )
+from reactor.sql import q
 
 FETCH = 2000
 
@@ -155,12 +156,12 @@ async def rebuild_indices(
                         summary[alias]["old"] = await _swap(client, alias, new, keep_old)
                         if failed:
                             await conn.execute(
-                                "INSERT INTO reactor.outbox (index_kind, doc_id, action)"
-                                " SELECT %s, d, 'index' FROM unnest(%s::text[]) AS d"
-                                " ON CONFLICT (index_kind, doc_id) DO UPDATE SET action = excluded.action,"
-                                " id = nextval('reactor.outbox_id_seq'), attempts = 0, not_before = '-infinity',"
-                                " last_error = NULL, parked_at = NULL",
-                                (kind, [d for d, _ in failed]),
+                                q("outbox_upsert"),
+                                {
+                                    "kinds": [kind] * len(failed),
+                                    "doc_ids": [d for d, _ in failed],
+                                    "actions": ["index"] * len(failed),
+                                },
                             )
             finally:
                 await conn.set_autocommit(True)

@@ -142,14 +142,6 @@ ON CONFLICT (index_kind, doc_id) DO UPDATE
    SET action = excluded.action, id = nextval('reactor.outbox_id_seq'), attempts = 0,
        not_before = '-infinity', last_error = NULL, parked_at = NULL;
 
--- name: outbox_reindex
--- Metadata-only changes: rebuild the search documents of these feedbacks if they have an analysis.
-INSERT INTO reactor.outbox (index_kind, doc_id, action)
-SELECT 'feedback', a.feedback_id::text, 'index' FROM reactor.feedback_analysis a WHERE a.feedback_id = ANY(%(ids)s)
-ON CONFLICT (index_kind, doc_id) DO UPDATE
-   SET action = excluded.action, id = nextval('reactor.outbox_id_seq'), attempts = 0,
-       not_before = '-infinity', last_error = NULL, parked_at = NULL;
-
 -- name: close_job
 UPDATE jobs SET status = %(status)s, last_processed_id = %(last_id)s, updated_at = now() WHERE id = %(job_id)s;
 
