@@ -354,14 +354,16 @@ def _compare(task: str, ours: Any, ref: Any) -> dict[str, Any]:
     }
 
 
+def _scores(task: str, runtime: Any, texts: Sequence[str], labels: Sequence[str]) -> list[Any]:
+    """Our runtime's output for `texts`: (label, score) per text, or the label scores per text."""
+    return runtime.predict(texts) if task == "sentiment" else runtime.classify(texts, labels)
+
+
 def _neighbour_drift(task: str, runtime: Any, texts: Sequence[str], labels: Sequence[str]) -> float:
-    """Max score change of a text scored alone vs inside a batch (int8 dynamic scales shift it)."""
-    alone: list[Any] = []
-    for t in texts:
-        runtime._cache = type(runtime._cache)(0)
-        alone += runtime.predict([t]) if task == "sentiment" else runtime.classify([t], labels)
-    runtime._cache = type(runtime._cache)(0)
-    batched = runtime.predict(texts) if task == "sentiment" else runtime.classify(texts, labels)
+    """Max score change of a text scored alone vs inside a batch (int8 dynamic scales shift it).
+    `runtime` must be built with cache_size=0, so nothing is served from an earlier call."""
+    alone = [row for t in texts for row in _scores(task, runtime, [t], labels)]
+    batched = _scores(task, runtime, texts, labels)
     if task == "sentiment":
         return max(abs(a[1] - b[1]) for a, b in zip(alone, batched, strict=True))
     return max(abs(dict(a)[k] - v) for a, b in zip(alone, batched, strict=True) for k, v in dict(b).items())
@@ -429,11 +431,10 @@ def export_task(
             ref = reference_zero_shot(model, tokenizer, texts, labels)
         log(f"  PyTorch reference on {len(texts)} probe texts in {time.perf_counter() - t0:.1f}s")
 
-        def ours(precision: str) -> tuple[Any, Any]:
+        def ours(precision: str, device: str = "cpu") -> tuple[Any, Any]:
             cls = OnnxSentiment if task == "sentiment" else OnnxZeroShot
-            runtime = cls(stage, precision=precision, device="cpu", batch_size=8, cache_size=0)
-            got = runtime.predict(texts) if task == "sentiment" else runtime.classify(texts, labels)
-            return runtime, got
+            runtime = cls(stage, precision=precision, device=device, batch_size=8, cache_size=0)
+            return runtime, _scores(task, runtime, texts, labels)
 
         fp32_runtime, got = ours("fp32")
         parity = _compare(task, got, ref)
@@ -467,14 +468,8 @@ def export_task(
         if fp16:
             _convert_fp16(stage / PRECISIONS["fp32"], stage / PRECISIONS["fp16"])
             entry = {"file": PRECISIONS["fp16"], "io": "fp32 inputs/outputs, fp16 inside"}
-            try:
-                import onnxruntime as ort
-
-                if "CUDAExecutionProvider" not in ort.get_available_providers():
-                    raise RuntimeError("no CUDAExecutionProvider (onnxruntime-gpu) here")
-                cls = OnnxSentiment if task == "sentiment" else OnnxZeroShot
-                runtime = cls(stage, precision="fp16", device="cuda", batch_size=8, cache_size=0)
-                got = runtime.predict(texts) if task == "sentiment" else runtime.classify(texts, labels)
+            try:  # the runtime refuses device "cuda" without onnxruntime-gpu and a GPU, saying why
+                _, got = ours("fp16", device="cuda")
                 entry["drift_vs_pytorch"] = _compare(task, got, ref)
             except Exception as exc:
                 entry["drift_vs_pytorch"] = f"not measured: {exc}"

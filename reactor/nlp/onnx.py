@@ -185,8 +185,18 @@ class _OnnxModel:
     """What both tasks share: manifest, session, tokenizer, batching by length."""
 
     task = ""
+    template_key = ""  # manifest["tokenizer"][template_key]: special tokens around a text or a pair
 
-    def __init__(self, folder: Path, precision: str, device: str, batch_size: int, cache_size: int) -> None:
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        precision: str = "fp32",
+        device: str = "auto",
+        batch_size: int = 8,
+        cache_size: int = 4096,
+    ) -> None:
+        folder = Path(folder)
         self.folder = folder
         self.manifest = _read_manifest(folder, self.task)
         file = PRECISIONS[precision]
@@ -211,6 +221,7 @@ class _OnnxModel:
         sha = self.manifest.get("files", {}).get(file, {}).get("sha256", "unknown")
         self.model_id: str = f"{self.manifest.get('source', folder.name)}@{precision}:{sha[:12]}"
         self.id2label = {int(k): v for k, v in self.manifest["id2label"].items()}
+        self.template = _Template.from_manifest(tok[self.template_key])
         self._cache = _LRU(cache_size)
 
     def _cached(self, texts: list[str], key: Hashable, compute: Callable[[list[str]], Sequence[Any]]) -> dict[str, Any]:
@@ -267,18 +278,7 @@ class OnnxSentiment(_OnnxModel):
     """``SentimentModel`` on ONNX Runtime: (label, probability) per text, like ``sentiment-analysis``."""
 
     task = "sentiment"
-
-    def __init__(
-        self,
-        folder: str | Path,
-        *,
-        precision: str = "fp32",
-        device: str = "auto",
-        batch_size: int = 8,
-        cache_size: int = 4096,
-    ) -> None:
-        super().__init__(Path(folder), precision, device, batch_size, cache_size)
-        self.template = _Template.from_manifest(self.manifest["tokenizer"]["single"])
+    template_key = "single"
 
     def predict(self, texts: Sequence[str]) -> list[tuple[str, float]]:
         texts = [_clean(t) for t in texts]
@@ -303,21 +303,12 @@ class OnnxZeroShot(_OnnxModel):
     """``ZeroShotModel`` on ONNX Runtime: multi-label NLI entailment probability for every label."""
 
     task = "zero-shot"
+    template_key = "pair"
 
-    def __init__(
-        self,
-        folder: str | Path,
-        *,
-        precision: str = "fp32",
-        device: str = "auto",
-        batch_size: int = 8,
-        cache_size: int = 4096,
-        hypothesis_template: str = HYPOTHESIS_TEMPLATE,
-    ) -> None:
-        super().__init__(Path(folder), precision, device, batch_size, cache_size)
-        tok = self.manifest["tokenizer"]
-        self.template = _Template.from_manifest(tok["pair"])
-        self.pair_type_ids: dict[str, int] | None = tok.get("pair_type_ids")
+    def __init__(self, folder: str | Path, *, hypothesis_template: str = HYPOTHESIS_TEMPLATE, **options: Any) -> None:
+        """``options``: precision, device, batch_size, cache_size as for every model."""
+        super().__init__(folder, **options)
+        self.pair_type_ids: dict[str, int] | None = self.manifest["tokenizer"].get("pair_type_ids")
         self.hypothesis_template = hypothesis_template
         self.entailment_id = int(self.manifest["entailment_id"])
         self.contradiction_id = int(self.manifest["contradiction_id"])

@@ -26,6 +26,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 SIZES = ("tiny", "full")
 SEED = 1234
@@ -337,7 +338,6 @@ def _byte_bpe(corpus: list[str], vocab: int):  # -> tokenizers.Tokenizer
 
 def build_sentiment(dest: Path, size: str = "tiny", corpus: list[str] | None = None) -> Path:
     """Write a random-weight DistilBERT sentiment checkpoint to ``dest`` (a Hub-like folder)."""
-    import torch
     from transformers import DistilBertConfig, DistilBertForSequenceClassification, DistilBertTokenizerFast
 
     spec = _SPECS[size]
@@ -361,20 +361,13 @@ def build_sentiment(dest: Path, size: str = "tiny", corpus: list[str] | None = N
         pad_token_id=backend.token_to_id("[PAD]"),
         **spec.distilbert,
     )
-    config.random_weights = True  # type: ignore[attr-defined]
-    config.reactor_size = size  # type: ignore[attr-defined]
-    torch.manual_seed(SEED)
-    model = DistilBertForSequenceClassification(config).eval()
+    model = _random_model(DistilBertForSequenceClassification, config, size)
     _spread_head(model, model.classifier, tokenizer, corpus[:256], seed=SEED + 1)
-    dest.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(dest)
-    tokenizer.save_pretrained(dest)
-    return dest
+    return _save(dest, model, tokenizer)
 
 
 def build_zero_shot(dest: Path, size: str = "tiny", corpus: list[str] | None = None) -> Path:
     """Write a random-weight BART-MNLI zero-shot checkpoint to ``dest`` (a Hub-like folder)."""
-    import torch
     from transformers import BartConfig, BartForSequenceClassification, BartTokenizerFast
 
     spec = _SPECS[size]
@@ -407,13 +400,25 @@ def build_zero_shot(dest: Path, size: str = "tiny", corpus: list[str] | None = N
         scale_embedding=False,
         **spec.bart,
     )
-    config.random_weights = True  # type: ignore[attr-defined]
-    config.reactor_size = size  # type: ignore[attr-defined]
-    torch.manual_seed(SEED)
-    model = BartForSequenceClassification(config).eval()
+    model = _random_model(BartForSequenceClassification, config, size)
     hypotheses = [f"This example is {TOPIC_LABELS[i % len(TOPIC_LABELS)]}." for i in range(256)]
     head = model.classification_head.out_proj
     _spread_head(model, head, tokenizer, corpus[:256], seed=SEED + 2, pairs=hypotheses)
+    return _save(dest, model, tokenizer)
+
+
+def _random_model(model_cls: Any, config: Any, size: str) -> Any:
+    """The architecture with seeded random weights, its config marked so every consumer can say so."""
+    import torch
+
+    config.random_weights = True
+    config.reactor_size = size
+    torch.manual_seed(SEED)
+    return model_cls(config).eval()
+
+
+def _save(dest: Path, model: Any, tokenizer: Any) -> Path:
+    """Save like a Hub checkpoint folder (config, weights, tokenizer files)."""
     dest.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(dest)
     tokenizer.save_pretrained(dest)
