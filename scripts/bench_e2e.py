@@ -317,12 +317,19 @@ def run_ours_latency(
     b.clear_queue()
     b.set_config(batch_size=10, run_next_job=True)
     proc = b.start_reactor(models, env=env)
+    return measure_latency(b, proc, "reactor.feedback_analysis", texts, rate, drain_s)
+
+
+def measure_latency(
+    b: Bench, proc: subprocess.Popen[bytes], table: str, texts: list[str], rate: float, drain_s: float
+) -> dict[str, Any]:
+    """Steady inserts while `proc` runs, then wait up to `drain_s` for `table` to hold them; stops `proc`."""
     try:
         commits = b.steady_inserts(texts, rate)
         deadline = max(commits.values()) + drain_s
-        b.wait_analysed("reactor.feedback_analysis", list(commits), deadline)
+        b.wait_analysed(table, list(commits), deadline)
         deadline = min(deadline, b.now_server())
-        done = b.analysed("reactor.feedback_analysis", list(commits))
+        done = b.analysed(table, list(commits))
     finally:
         b.stop(proc)
     return latency_stats(commits, done, deadline)
@@ -341,15 +348,9 @@ def run_baseline_latency(
 ) -> dict[str, Any]:
     proc = b.start_baseline(model, poll, batch, job, extra)
     try:
-        commits = b.steady_inserts(texts, rate)
-        deadline = max(commits.values()) + drain_s
-        b.wait_analysed("baseline.feedback_analysis", list(commits), deadline)
-        deadline = min(deadline, b.now_server())
-        done = b.analysed("baseline.feedback_analysis", list(commits))
+        return measure_latency(b, proc, "baseline.feedback_analysis", texts, rate, drain_s)
     finally:
-        b.stop(proc)
-    b.clear_queue()
-    return latency_stats(commits, done, deadline)
+        b.clear_queue()
 
 
 def print_latency_rows(title: str, rows: list[tuple[str, dict[str, Any]]], rate: float) -> None:
