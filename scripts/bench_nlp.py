@@ -90,24 +90,17 @@ def bench_ours(
 
     ts = timed(lambda: [s.predict(c) for c in chunks(sent_texts)])
     tz = timed(lambda: [z.classify(c, labels) for c in chunks(texts)])
-    return {"texts_per_s": len(sent_texts) / ts, "pairs_per_s": len(texts) * len(labels) / tz}
-
-
-def mean_tokens(onnx_dir: Path, sent_texts: list[str], texts: list[str], labels: list[str]) -> dict[str, float]:
-    """Mean model input length: sentiment per text, zero-shot per (text, label) pair, special tokens included."""
-    s = OnnxSentiment(onnx_dir / "sentiment", precision="fp32", device="cpu", cache_size=0)
-    z = OnnxZeroShot(onnx_dir / "zero-shot", precision="fp32", device="cpu", cache_size=0)
-    sent = [min(len(ids) + s.template.n_special, s.max_length) for ids in s.encoder.encode(sent_texts)]
-    hyps = [len(z._hypothesis(label)) for label in labels]
-    pairs = [min(len(ids) + h + z.template.n_special, z.max_length) for ids in z.encoder.encode(texts) for h in hyps]
-    return {"sentiment": sum(sent) / len(sent), "zero-shot": sum(pairs) / len(pairs)}
+    sent_rows, pair_rows = s.rows(sent_texts), z.rows(texts, labels)[0]  # the model inputs, special tokens included
+    return {
+        "texts_per_s": len(sent_texts) / ts,
+        "pairs_per_s": len(texts) * len(labels) / tz,
+        "sentiment_tokens": sum(map(len, sent_rows)) / len(sent_rows),  # mean input length per text
+        "zero-shot_tokens": sum(map(len, pair_rows)) / len(pair_rows),  # per (text, label) pair
+    }
 
 
 def roofline(
     onnx_dir: Path,
-    sent_texts: list[str],
-    texts: list[str],
-    labels: list[str],
     rates: dict[str, dict[str, float]],
     batches: dict[str, int],
 ) -> dict:
@@ -124,14 +117,13 @@ def roofline(
         weight_gemm_shapes,
     )
 
-    tokens = mean_tokens(onnx_dir, sent_texts, texts, labels)
     out: dict[str, dict[str, float]] = {}
     for task, unit, rate_key, flops_fn in (
         ("sentiment", "text", "texts_per_s", distilbert_flops_per_text),
         ("zero-shot", "pair", "pairs_per_s", bart_flops_per_pair),
     ):
         cfg = json.loads((onnx_dir / task / "config.json").read_text())
-        L = tokens[task]
+        L = next(iter(rates.values()))[f"{task}_tokens"]  # the same texts for every precision
         width, batch = round(L), batches[task]
         ops = flops_fn(cfg, L)
         peak = int8_gemm_peak(weight_gemm_shapes(cfg, batch * width))
@@ -236,14 +228,7 @@ def main() -> None:
     int8 = {p: results[f"onnx {p} cpu"] for p in ("int8", "int8-static") if f"onnx {p} cpu" in results}
     if int8 and not args.no_roofline:
         print("roofline, int8 on this CPU (why a target is or isn't reachable):")
-        roof = roofline(
-            onnx_dir,
-            texts[: args.sentiment_texts],
-            texts[: args.texts],
-            labels,
-            int8,
-            {"sentiment": args.sentiment_batch, "zero-shot": args.zero_shot_batch},
-        )
+        roof = roofline(onnx_dir, int8, {"sentiment": args.sentiment_batch, "zero-shot": args.zero_shot_batch})
     rss = {p: peak_rss_mb(onnx_dir, p, texts, labels) for p in ("int8", "int8-static", "fp32")}
     print("peak RSS, process with both models loaded: " + ", ".join(f"{p} {mb:.0f} MB" for p, mb in rss.items()))
     for task in ("sentiment", "zero-shot"):
