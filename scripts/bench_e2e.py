@@ -27,7 +27,7 @@ Sections (``--sections``, default all; ``--quick`` shrinks every size for a ~2-3
             backends, walwriter, checkpointer, autovacuum..., minus this script's own backend), measured from
             resume to drained (start-up excluded). PostgreSQL CPU only with the embedded server (needs its pid).
   gpu       only with CUDA and a model.fp16.onnx: zero-shot pairs/s at fp16 and the fraction of bf16 dense peak;
-            FLOPs per pair from the config and the mean pair length (see `bart_flops_per_pair`).
+            FLOPs per pair from the config and the mean pair length (see `reactor.nlp.roofline.bart_flops_per_pair`).
 The PNG (--png, default docs/bench/latency_throughput.png): latency CDF ours vs baseline, rows/s vs reactors.
 
     python scripts/bench_e2e.py --quick            # ~3 min on 2 cores
