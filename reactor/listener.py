@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 import psycopg
 from psycopg import sql
 
-from reactor import logs
+from reactor import backoff, logs
 from reactor.batching import sleep_unless
 from reactor.db import explain, with_keepalive
 
@@ -64,7 +64,7 @@ class Listener:
                 self.connected.clear()
                 failures += 1
                 self.reconnects += 1
-                delay = min(self.max_backoff_s, 0.2 * 2 ** min(failures, 10))
+                delay = backoff.delay(failures, base=0.4, cap=self.max_backoff_s)
                 logs.event(
                     log, "listener.disconnected", logging.WARNING, error=explain(exc, self.url), retry_in_s=delay
                 )

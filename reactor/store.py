@@ -6,7 +6,6 @@ No transaction is ever open while models run: the lease on the queue rows is wha
 
 from __future__ import annotations
 
-import random
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -17,12 +16,14 @@ from typing import Any
 import orjson
 from psycopg import AsyncConnection
 
+from reactor import backoff
 from reactor.enrich import Analysis, Item, ItemError, Result
 from reactor.sql import q
 
 DEFAULT_BATCH_SIZE = 10
 MAX_BATCH_SIZE = 10_000
 DEFAULT_MAX_ATTEMPTS = 5
+ROW_RETRY_CAP_S = 300.0  # a failing row is retried at least every 5 minutes
 
 
 @dataclass(frozen=True)
@@ -212,11 +213,6 @@ async def release(conn: AsyncConnection, token: str, job_id: int) -> None:
         await conn.execute(q("close_job_run"), {"job_id": job_id, "ms": None, "error": "released at shutdown"})
 
 
-def backoff_s(attempt: int, base: float = 1.0, cap: float = 300.0) -> float:
-    """Exponential backoff with full jitter: attempt 1 → up to 1 s, 2 → 2 s, 3 → 4 s …"""
-    return random.uniform(0.5, 1.0) * min(cap, base * 2 ** max(attempt - 1, 0))
-
-
 def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
@@ -249,7 +245,11 @@ async def complete(
                         "token": claim_.token,
                         "ids": ids,
                         "errors": [failed[f].error for f in retry for _ in fq.get(f, [])],
-                        "delays": [backoff_s(claim_.attempts[f], retry_base_s) for f in retry for _ in fq.get(f, [])],
+                        "delays": [
+                            backoff.delay(claim_.attempts[f], base=retry_base_s, cap=ROW_RETRY_CAP_S)
+                            for f in retry
+                            for _ in fq.get(f, [])
+                        ],
                     },
                 )
                 out.retried = len(retry)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from reactor import logs, store
+from reactor import backoff, logs, store
 from reactor.batching import Debouncer, sleep_unless
 from reactor.config import Settings
 from reactor.db import make_pool
@@ -182,7 +182,7 @@ class Reactor:
             except TRANSIENT as exc:
                 failures += 1
                 self.metrics.failures.labels("database").inc()
-                delay = min(30.0, 0.2 * 2 ** min(failures, 8))
+                delay = backoff.delay(failures, base=0.4, cap=30.0)
                 logs.event(log, "reactor.db_error", logging.WARNING, error=logs.redact(str(exc)), retry_in_s=delay)
                 await sleep_unless(self.stop_event, delay)
                 self.debouncer.notify(0)
@@ -192,7 +192,7 @@ class Reactor:
                 self.metrics.failures.labels("unexpected").inc()
                 log.exception("reactor.unexpected_error", extra={"fields": {"error": logs.redact(repr(exc))}})
                 self.in_flight = None
-                await sleep_unless(self.stop_event, min(30.0, 0.5 * 2 ** min(failures, 6)))
+                await sleep_unless(self.stop_event, backoff.delay(failures, base=1.0, cap=30.0))
                 continue
             if self.opt.exit_when_idle and await self._queue_empty():
                 logs.event(log, "reactor.idle_exit")
@@ -310,7 +310,7 @@ class Reactor:
             except TRANSIENT as exc:
                 if n == attempts:
                     raise
-                delay = min(10.0, 0.1 * 2**n)
+                delay = backoff.delay(n, base=0.2, cap=10.0)
                 logs.event(
                     log, "reactor.retry", logging.WARNING, error=logs.redact(str(exc)), attempt=n, retry_in_s=delay
                 )

@@ -20,12 +20,12 @@ from typing import Any
 import click
 import orjson
 
+from reactor import backoff
 from reactor.sinks.opensearch import (
     DRAIN_LOCK_KEY,
     FEEDBACK_INDEX,
     FEEDBACK_SQL,
     WORD_INDEX,
-    backoff_delay,
     describe_error,
     feedback_doc,
     index_body,
@@ -72,7 +72,7 @@ async def _bulk(client: Any, index: str, batch: list[tuple[str, bytes]], max_doc
             except Exception as exc:
                 if not is_unavailable(exc) or attempt == 7:
                     raise
-                await asyncio.sleep(backoff_delay(attempt, 0.5, 10.0))
+                await asyncio.sleep(backoff.delay(attempt + 1, base=0.5, cap=10.0))
         if resp.get("errors"):
             retry: list[tuple[str, bytes]] = []
             for (doc_id, src), item in zip(part, resp["items"], strict=True):

@@ -30,7 +30,7 @@ from opensearchpy import AsyncOpenSearch
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import TransportError
 
-from reactor import logs
+from reactor import backoff, logs
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -261,11 +261,6 @@ def chunk_lines(lines: Iterable[tuple[_Op, bytes]], max_docs: int, max_bytes: in
         yield chunk
 
 
-def backoff_delay(attempts: int, base: float = 1.0, cap: float = 300.0) -> float:
-    """Exponential backoff with full jitter in [0.5, 1.5) × base·2^attempts, capped."""
-    return min(cap, base * (2 ** min(attempts, 20))) * (0.5 + random.random())
-
-
 class OpenSearchSink:
     """Outbox → OpenSearch. Start `run(stop)` as a task; call `wake()` after committing outbox rows."""
 
@@ -463,7 +458,7 @@ class OpenSearchSink:
             result.superseded = len(outcome.confirmed) - cur.rowcount
         if outcome.retry:
             ids = [i for i, _, _ in outcome.retry]
-            delays = [backoff_delay(a, self.retry_base, self.retry_cap) for _, a, _ in outcome.retry]
+            delays = [backoff.delay(a + 1, base=self.retry_base, cap=self.retry_cap) for _, a, _ in outcome.retry]
             errors = [e for _, _, e in outcome.retry]
             await conn.execute(
                 "UPDATE reactor.outbox o SET attempts = o.attempts + 1, last_error = v.err,"
