@@ -18,11 +18,22 @@ import psycopg
 from psycopg import sql
 
 INSTALL_LOCK = 7_305_447_001  # pg_advisory_xact_lock key shared by concurrent `reactor sql` runs
-REQUIRED_COLUMNS = {
-    "feedbacks": {"id", "text"},
-    "topics": {"label", "is_active"},
-    "jobs": {"id", "job_name", "status", "last_processed_id", "created_at", "updated_at"},
-    "job_configs": {"key", "config"},
+# What the reactor needs of the original worker's tables: column -> accepted types, checked before anything is
+# written (any integer id, any text-like text: the triggers, queue and documents work with those).
+INTEGER = ("smallint", "integer", "bigint")
+TEXT_LIKE = ("text", "character varying", "character", "citext", "name")
+REQUIRED_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
+    "feedbacks": {"id": INTEGER, "text": TEXT_LIKE},
+    "topics": {"label": TEXT_LIKE, "is_active": ("boolean",)},
+    "jobs": {
+        "id": INTEGER,
+        "job_name": TEXT_LIKE,
+        "status": TEXT_LIKE,
+        "last_processed_id": INTEGER,
+        "created_at": (),
+        "updated_at": (),
+    },
+    "job_configs": {"key": TEXT_LIKE, "config": ("jsonb", "json", "text")},
 }
 
 
@@ -76,21 +87,31 @@ def _digest(text: str) -> str:
 
 
 def _check_columns(conn: psycopg.Connection) -> None:
+    """Refuse, in one line and before any DDL, tables that exist but cannot host the reactor (a missing table is
+    created by compat.sql). Tables resolve through the connection's search_path, as the triggers do."""
     rows = conn.execute(
-        "SELECT table_name, column_name FROM information_schema.columns "
-        "WHERE table_schema = current_schema() AND table_name = ANY(%s)",
+        "SELECT t.name, a.attname, format_type(coalesce(nullif(ty.typbasetype, 0), a.atttypid), NULL)"
+        "  FROM unnest(%s::text[]) AS t(name)"
+        "  JOIN pg_attribute a ON a.attrelid = to_regclass(t.name) AND a.attnum > 0 AND NOT a.attisdropped"
+        "  JOIN pg_type ty ON ty.oid = a.atttypid",
         [list(REQUIRED_COLUMNS)],
     ).fetchall()
-    have: dict[str, set[str]] = {}
-    for table, column in rows:
-        have.setdefault(table, set()).add(column)
-    problems = [
-        f"{table} lacks {', '.join(sorted(cols - have.get(table, set())))}"
-        for table, cols in REQUIRED_COLUMNS.items()
-        if cols - have.get(table, set())
-    ]
+    have: dict[str, dict[str, str]] = {}
+    for table, column, type_name in rows:
+        have.setdefault(table, {})[column] = type_name
+    problems = []
+    for table, needed in REQUIRED_COLUMNS.items():
+        if table not in have:
+            continue
+        missing = sorted(set(needed) - set(have[table]))
+        if missing:
+            problems.append(f"{table} lacks {', '.join(missing)}")
+        for column, accepted in needed.items():
+            actual = have[table].get(column)
+            if actual and accepted and actual not in accepted:
+                problems.append(f"{table}.{column} is {actual}, the reactor needs {' or '.join(accepted)}")
     if problems:
-        raise SchemaError("existing tables do not match the original worker's: " + "; ".join(problems))
+        raise SchemaError("existing tables do not fit the reactor: " + "; ".join(problems) + " (nothing was changed)")
 
 
 def install(conn: psycopg.Connection, *, job_key: str, force: bool = False, backfill: bool = True) -> InstallReport:
@@ -98,8 +119,8 @@ def install(conn: psycopg.Connection, *, job_key: str, force: bool = False, back
     report = InstallReport()
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [INSTALL_LOCK])
-        conn.execute(cast(LiteralString, read("compat.sql")))
         _check_columns(conn)
+        conn.execute(cast(LiteralString, read("compat.sql")))
         conn.execute("CREATE SCHEMA IF NOT EXISTS reactor")
         conn.execute(
             "CREATE TABLE IF NOT EXISTS reactor.schema_version ("
@@ -130,6 +151,7 @@ def install(conn: psycopg.Connection, *, job_key: str, force: bool = False, back
                 [_digest(triggers)],
             )
             report.triggers_updated = True
+        conn.execute(q("register_job_key"), {"key": job_key})
         report.config_created = conn.execute(q("ensure_job_config"), {"key": job_key}).rowcount > 0
         if backfill:
             report.backfilled = conn.execute(cast(LiteralString, read("backfill.sql"))).rowcount

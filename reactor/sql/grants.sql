@@ -5,8 +5,9 @@
 -- reactor: the trigger functions are SECURITY DEFINER.
 GRANT USAGE ON SCHEMA reactor TO {role};
 GRANT SELECT, INSERT, UPDATE, DELETE ON reactor.queue, reactor.failed, reactor.feedback_analysis,
-      reactor.word_counts, reactor.job_runs, reactor.workers, reactor.outbox TO {role};
-GRANT SELECT ON reactor.schema_version, reactor.installed TO {role};
+      reactor.word_counts, reactor.job_runs, reactor.workers, reactor.outbox, reactor.sleepers,
+      reactor.tombstones TO {role};
+GRANT SELECT ON reactor.schema_version, reactor.installed, reactor.job_keys TO {role};
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA reactor TO {role};
 GRANT SELECT ON feedbacks, topics TO {role};
 GRANT SELECT, UPDATE ON job_configs TO {role};

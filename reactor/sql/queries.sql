@@ -1,5 +1,9 @@
 -- Named queries used by the reactor, loaded by reactor.sql.queries(). Each block starts with `-- name: NAME`.
 
+-- name: register_job_key
+-- The validation trigger checks the job_configs rows whose key is registered here.
+INSERT INTO reactor.job_keys (key) VALUES (%(key)s) ON CONFLICT DO NOTHING;
+
 -- name: ensure_job_config
 -- The reactor's control row, added once when absent (operators own it afterwards).
 INSERT INTO job_configs (key, config)
@@ -7,11 +11,18 @@ SELECT %(key)s, '{"batch_size": 10, "run_next_job": true}'
  WHERE NOT EXISTS (SELECT 1 FROM job_configs WHERE key = %(key)s);
 
 -- name: read_job_config
-SELECT config::jsonb FROM job_configs WHERE key = %(key)s ORDER BY id LIMIT 1;
+-- Effective values through the one definition (reactor.read_job_config); no row reads as the defaults.
+SELECT r.running, r.batch_size, r.max_attempts, r.jobs_retention_days, r.problems
+  FROM job_configs c, reactor.read_job_config(c.config::text) r
+ WHERE c.key = %(key)s ORDER BY c.id LIMIT 1;
 
 -- name: set_run_next_job
+-- Works on any stored value: a config that is not a JSON object is replaced by one holding only the flag.
 UPDATE job_configs
-   SET config = jsonb_set(config::jsonb, '{run_next_job}', to_jsonb(%(run)s::boolean))::jsonb, updated_at = now()
+   SET config = (CASE WHEN jsonb_typeof(reactor.config_or_null(config::text)) = 'object'
+                      THEN reactor.config_or_null(config::text) ELSE '{}'::jsonb END
+                 || jsonb_build_object('run_next_job', %(run)s::boolean)),
+       updated_at = now()
  WHERE key = %(key)s;
 
 -- name: fail_expired_jobs
@@ -24,28 +35,44 @@ WITH dead AS (
 )
 UPDATE jobs j SET status = 'failed', updated_at = now() FROM dead WHERE j.id = dead.job_id AND j.status = 'processing';
 
+-- name: crashed_batch_size
+-- A ready row whose lease expired (the reactor holding it died): the size of the batch that held it. Such rows
+-- are claimed apart, in half that size, so repeated crashes narrow down to the row that causes them.
+SELECT coalesce(q.claim_size, 1)
+  FROM reactor.queue q
+ WHERE q.claimed_by IS NOT NULL AND q.claimed_until < now() AND q.not_before <= now()
+   AND NOT EXISTS (SELECT 1 FROM reactor.queue o
+                    WHERE o.feedback_id = q.feedback_id AND o.claimed_by IS NOT NULL AND o.claimed_until >= now())
+ ORDER BY q.priority, q.id
+ LIMIT 1;
+
 -- name: claim
--- Leases up to n ready rows. Gated on run_next_job in the same statement: once `stop` commits, no claim that
--- starts afterwards takes work. Rows of a feedback already leased by another batch are left alone.
-WITH picked AS (
-    SELECT q.id
-      FROM reactor.queue q
-     WHERE q.not_before <= now()
+-- Leases up to n ready rows (only rows of crashed batches when `crashed_only`). Gated in the same statement on
+-- the one definition of "stopped" (reactor.read_job_config): once a stop commits, no claim that starts
+-- afterwards takes work. Rows of a feedback already leased by another batch are left alone.
+WITH gate AS (
+    SELECT coalesce((SELECT r.running FROM job_configs c, reactor.read_job_config(c.config::text) r
+                      WHERE c.key = %(key)s ORDER BY c.id LIMIT 1), true) AS running
+), picked AS (
+    SELECT q.ctid AS row_id
+      FROM reactor.queue q, gate
+     WHERE gate.running
+       AND q.not_before <= now()
        AND (q.claimed_until IS NULL OR q.claimed_until < now())
+       AND (NOT %(crashed_only)s OR q.claimed_by IS NOT NULL)
        AND NOT EXISTS (SELECT 1 FROM reactor.queue o
-                        WHERE o.feedback_id = q.feedback_id AND o.id <> q.id AND o.claimed_until >= now())
-       AND NOT EXISTS (SELECT 1 FROM job_configs c
-                        WHERE c.key = %(key)s AND (c.config::jsonb ->> 'run_next_job') = 'false')
+                        WHERE o.feedback_id = q.feedback_id AND o.claimed_by IS NOT NULL
+                          AND o.claimed_until >= now())
      ORDER BY q.priority, q.id
      LIMIT %(n)s
-       FOR UPDATE SKIP LOCKED
+       FOR UPDATE OF q SKIP LOCKED
 )
 UPDATE reactor.queue q
    SET claimed_by = %(token)s,
        claimed_until = now() + make_interval(secs => %(lease)s),
-       attempts = q.attempts + 1
-  FROM picked
- WHERE q.id = picked.id
+       attempts = q.attempts + 1,
+       claim_size = (SELECT count(*) FROM picked)
+ WHERE q.ctid = ANY (ARRAY(SELECT row_id FROM picked))
 RETURNING q.id, q.feedback_id, q.op, q.attempts, q.enqueued_at, q.last_error;
 
 -- name: read_feedbacks
@@ -86,9 +113,35 @@ DELETE FROM reactor.queue WHERE id = ANY(%(ids)s) AND claimed_by = %(token)s RET
 SELECT pg_advisory_xact_lock(hashtextextended('reactor.feedback:' || id::text, 0))
   FROM unnest(%(ids)s::bigint[]) AS t(id) ORDER BY id;
 
+-- name: present_feedbacks
+-- Read after the per-feedback locks: a DELETE or TRUNCATE committed since the claim wins over the result. (A
+-- TRUNCATE waits for this read's lock on feedbacks, then its trigger sees the committed analysis and queues
+-- its delete; one that committed first leaves nothing for this read to find.)
+SELECT id FROM feedbacks WHERE id = ANY(%(ids)s);
+
 -- name: previous_analysis
 SELECT feedback_id, word_counts, source_queue_id FROM reactor.feedback_analysis
  WHERE feedback_id = ANY(%(ids)s) ORDER BY feedback_id FOR UPDATE;
+
+-- name: tombstones
+SELECT feedback_id, queue_id FROM reactor.tombstones WHERE feedback_id = ANY(%(ids)s);
+
+-- name: write_tombstones
+INSERT INTO reactor.tombstones AS t (feedback_id, queue_id)
+SELECT * FROM unnest(%(ids)s::bigint[], %(queue_ids)s::bigint[])
+ON CONFLICT (feedback_id) DO UPDATE SET queue_id = greatest(t.queue_id, excluded.queue_id), deleted_at = now();
+
+-- name: drop_tombstones
+DELETE FROM reactor.tombstones WHERE feedback_id = ANY(%(ids)s);
+
+-- name: prune_tombstones
+-- A tombstone matters only while an older queue row of its feedback can still complete.
+DELETE FROM reactor.tombstones
+ WHERE feedback_id IN (SELECT t.feedback_id FROM reactor.tombstones t
+                        WHERE t.deleted_at < now() - interval '1 minute'
+                          AND NOT EXISTS (SELECT 1 FROM reactor.queue q
+                                           WHERE q.feedback_id = t.feedback_id AND q.id < t.queue_id)
+                        LIMIT %(batch)s);
 
 -- name: upsert_analysis
 INSERT INTO reactor.feedback_analysis AS a
@@ -151,13 +204,38 @@ UPDATE reactor.job_runs
  WHERE job_id = %(job_id)s;
 
 -- name: heartbeat
--- Also forgets reactors that stopped beating (killed, machine lost) a minute ago.
-WITH gone AS (DELETE FROM reactor.workers WHERE last_seen < now() - interval '1 minute' AND id <> %(id)s)
+-- Also forgets reactors that stopped beating (killed, machine lost) a minute ago, and expired sleeper rows.
+WITH gone AS (DELETE FROM reactor.workers WHERE last_seen < now() - interval '1 minute' AND id <> %(id)s),
+     expired AS (DELETE FROM reactor.sleepers WHERE armed_until < now() - interval '1 minute')
 INSERT INTO reactor.workers (id, host, pid, state) VALUES (%(id)s, %(host)s, %(pid)s, %(state)s)
 ON CONFLICT (id) DO UPDATE SET last_seen = now(), state = excluded.state;
 
 -- name: worker_gone
+WITH asleep AS (DELETE FROM reactor.sleepers WHERE worker_id = %(id)s)
 DELETE FROM reactor.workers WHERE id = %(id)s;
+
+-- name: arm
+-- The wake-up protocol: this reactor is about to sleep; writers notify while armed_until lies ahead.
+INSERT INTO reactor.sleepers (worker_id, armed_until) VALUES (%(id)s, now() + make_interval(secs => %(ttl)s))
+ON CONFLICT (worker_id) DO UPDATE SET armed_until = excluded.armed_until;
+
+-- name: disarm
+DELETE FROM reactor.sleepers WHERE worker_id = %(id)s;
+
+-- name: ready_rows
+-- Cheap re-check after arming: a row committed by a writer that read the flag just before it was set.
+SELECT EXISTS (SELECT 1 FROM reactor.queue
+                WHERE not_before <= now() AND (claimed_until IS NULL OR claimed_until < now()));
+
+-- name: send_probe
+-- Sent through the work connection at each LISTEN (re)connect: it must arrive on the LISTEN connection.
+SELECT pg_notify('reactor_work', %(payload)s);
+
+-- name: queue_empty
+SELECT NOT EXISTS (SELECT 1 FROM reactor.queue);
+
+-- name: schema_present
+SELECT to_regclass('reactor.queue') IS NOT NULL AND to_regclass('reactor.sleepers') IS NOT NULL;
 
 -- name: retry_failed
 WITH back AS (DELETE FROM reactor.failed RETURNING feedback_id, op, enqueued_at)
@@ -212,9 +290,13 @@ WITH chosen AS (
      ORDER BY a.feedback_id
      LIMIT %(chunk)s
 ), queued AS (
+    -- A feedback is skipped only while an unclaimed upsert/delete row waits for it (that row reads the current
+    -- topics and models when claimed). A 'reindex' row never runs the models, and a claimed row may be computing
+    -- with the old topics: both get a fresh row.
     INSERT INTO reactor.queue (feedback_id, op, priority)
     SELECT c.feedback_id, 'upsert', 2 FROM chosen c
-     WHERE NOT EXISTS (SELECT 1 FROM reactor.queue q WHERE q.feedback_id = c.feedback_id)
+     WHERE NOT EXISTS (SELECT 1 FROM reactor.queue q
+                        WHERE q.feedback_id = c.feedback_id AND q.op <> 'reindex' AND q.claimed_by IS NULL)
     RETURNING 1
 )
 SELECT (SELECT max(feedback_id) FROM chosen), (SELECT count(*) FROM chosen), (SELECT count(*) FROM queued);

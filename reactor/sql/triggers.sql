@@ -1,14 +1,17 @@
 -- Idempotent objects (functions and triggers), re-created by every `reactor sql` whose checksum changed.
--- Statement-level triggers with transition tables: a 1M-row COPY costs one INSERT into the queue, and the
--- constant NOTIFY payload is merged by PostgreSQL into one wake-up per transaction. The payload never
--- carries data: NOTIFY's 8000-byte limit would abort the user's INSERT. SECURITY DEFINER with a fixed
--- search_path: roles that write feedbacks need no rights on schema reactor.
+-- Statement-level triggers with transition tables: a 1M-row COPY costs one INSERT into the queue.
+-- Wake-ups: a transaction that called pg_notify takes a database-wide lock from pre-commit through its WAL
+-- flush, so notifying commits run one at a time. The triggers therefore notify only while a reactor is armed
+-- in reactor.sleepers (it arms before it sleeps and disarms when it drains; reading the table takes no lock).
+-- A busy reactor needs no wake-up: it drains until the queue is empty, then arms and re-checks.
+-- The payload never carries data: NOTIFY's 8000-byte limit would abort the user's INSERT. SECURITY DEFINER
+-- with a fixed search_path: roles that write feedbacks need no rights on schema reactor.
 
 CREATE OR REPLACE FUNCTION reactor.enqueue_inserted() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO reactor.queue (feedback_id, op) SELECT n.id, 'upsert' FROM new_rows n;
-    IF FOUND THEN
+    IF FOUND AND EXISTS (SELECT 1 FROM reactor.sleepers s WHERE s.armed_until > now()) THEN
         PERFORM pg_notify('reactor_work', '');
     END IF;
     RETURN NULL;
@@ -34,7 +37,7 @@ BEGIN
      WHERE o.text IS NOT DISTINCT FROM n.text
        AND to_jsonb(o) - 'text' IS DISTINCT FROM to_jsonb(n) - 'text'
        AND EXISTS (SELECT 1 FROM reactor.feedback_analysis a WHERE a.feedback_id = n.id);
-    IF FOUND THEN
+    IF FOUND AND EXISTS (SELECT 1 FROM reactor.sleepers s WHERE s.armed_until > now()) THEN
         PERFORM pg_notify('reactor_work', '');
     END IF;
     RETURN NULL;
@@ -44,7 +47,7 @@ CREATE OR REPLACE FUNCTION reactor.enqueue_deleted() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO reactor.queue (feedback_id, op) SELECT o.id, 'delete' FROM old_rows o;
-    IF FOUND THEN
+    IF FOUND AND EXISTS (SELECT 1 FROM reactor.sleepers s WHERE s.armed_until > now()) THEN
         PERFORM pg_notify('reactor_work', '');
     END IF;
     RETURN NULL;
@@ -54,10 +57,119 @@ CREATE OR REPLACE FUNCTION reactor.enqueue_truncated() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO reactor.queue (feedback_id, op) SELECT a.feedback_id, 'delete' FROM reactor.feedback_analysis a;
-    IF FOUND THEN
+    IF FOUND AND EXISTS (SELECT 1 FROM reactor.sleepers s WHERE s.armed_until > now()) THEN
         PERFORM pg_notify('reactor_work', '');
     END IF;
     RETURN NULL;
+END $$;
+
+-- The one definition of the reactor's job_configs row, used by the claim's stop gate, the validation trigger,
+-- the reactor's reading of its config and `reactor status`. run_next_job: JSON true/false (absent = true);
+-- anything else is invalid and counts as stopped (an invalid config never makes a reactor run). Numbers: JSON
+-- integers in range; an invalid one reads as NULL, and the reactor keeps its last valid value.
+-- The stored config as jsonb, or NULL when it is not valid JSON (json, jsonb and text columns alike).
+CREATE OR REPLACE FUNCTION reactor.config_or_null(raw text) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN raw::jsonb;
+EXCEPTION WHEN others THEN
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION reactor.job_config_keys(OUT key text, OUT lo bigint, OUT hi bigint, OUT dflt integer)
+RETURNS SETOF record LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    VALUES ('batch_size', 1, 10000, 10), ('jobs_retention_days', 1, 36500, 30), ('max_attempts', 1, 100, 5)
+$$;
+
+-- The key's value when it is a JSON integer within its bounds; its default when absent; NULL when invalid.
+CREATE OR REPLACE FUNCTION reactor.job_config_int(cfg jsonb, name text) RETURNS integer
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN NOT cfg ? name THEN k.dflt
+                WHEN jsonb_typeof(cfg -> name) = 'number'
+                 AND (cfg ->> name)::numeric = trunc((cfg ->> name)::numeric)
+                 AND (cfg ->> name)::numeric BETWEEN k.lo AND k.hi
+                THEN (cfg ->> name)::numeric::integer END
+      FROM reactor.job_config_keys() k WHERE k.key = name
+$$;
+
+-- NULL when the key is valid (or absent), else the sentence an operator reads.
+CREATE OR REPLACE FUNCTION reactor.job_config_problem(cfg jsonb, name text) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE
+        WHEN NOT cfg ? name THEN NULL
+        WHEN name = 'run_next_job' THEN
+            CASE WHEN jsonb_typeof(cfg -> name) <> 'boolean'
+                 THEN format('run_next_job must be true or false, not %s', left((cfg -> name)::text, 60)) END
+        ELSE (SELECT CASE WHEN reactor.job_config_int(cfg, name) IS NULL
+                          THEN format('%s must be an integer from %s to %s, not %s', name, k.lo, k.hi,
+                                      left((cfg -> name)::text, 60)) END
+                FROM reactor.job_config_keys() k WHERE k.key = name)
+    END
+$$;
+
+-- Problems of `cfg`, limited to the keys whose value differs from `old_cfg` (all keys when old_cfg is NULL).
+CREATE OR REPLACE FUNCTION reactor.job_config_problems(cfg jsonb, old_cfg jsonb) RETURNS text[]
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(array_agg(p ORDER BY k), '{}')
+      FROM unnest(ARRAY['batch_size', 'jobs_retention_days', 'max_attempts', 'run_next_job']) AS k,
+           LATERAL reactor.job_config_problem(cfg, k) AS p
+     WHERE p IS NOT NULL
+       AND (jsonb_typeof(old_cfg) IS DISTINCT FROM 'object' OR (old_cfg -> k) IS DISTINCT FROM (cfg -> k))
+$$;
+
+-- Effective values (NULL where invalid: the reactor keeps its last valid one), whether claiming is allowed,
+-- and every problem found, from the stored text (json, jsonb or text columns alike).
+CREATE OR REPLACE FUNCTION reactor.read_job_config(raw text,
+    OUT running boolean, OUT batch_size integer, OUT max_attempts integer, OUT jobs_retention_days integer,
+    OUT problems text[])
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    cfg jsonb := reactor.config_or_null(raw);
+BEGIN
+    running := false;
+    IF cfg IS NULL AND raw IS NOT NULL THEN
+        problems := ARRAY['config is not valid JSON'];
+        RETURN;
+    END IF;
+    IF cfg IS NULL OR jsonb_typeof(cfg) <> 'object' THEN
+        problems := ARRAY[format('config must be a JSON object, not %s', left(coalesce(cfg::text, 'NULL'), 60))];
+        RETURN;
+    END IF;
+    problems := reactor.job_config_problems(cfg, NULL);
+    running := coalesce(cfg -> 'run_next_job', 'true') = 'true';
+    batch_size := reactor.job_config_int(cfg, 'batch_size');
+    max_attempts := reactor.job_config_int(cfg, 'max_attempts');
+    jobs_retention_days := reactor.job_config_int(cfg, 'jobs_retention_days');
+END $$;
+
+-- Refuses an invalid value where the operator writes it: only keys whose value this write changes are checked,
+-- so `reactor stop` works even on a row that holds an old invalid value. Other job_configs rows stay free.
+CREATE OR REPLACE FUNCTION reactor.validate_job_config() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    cfg jsonb := reactor.config_or_null(NEW.config::text);
+    old_cfg jsonb;
+    bad text[];
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM reactor.job_keys k WHERE k.key = NEW.key) THEN
+        RETURN NEW;
+    END IF;
+    IF cfg IS NULL OR jsonb_typeof(cfg) <> 'object' THEN
+        RAISE EXCEPTION 'job_configs row %: config must be a JSON object such as {"batch_size": 10, "run_next_job": true}',
+            NEW.key USING ERRCODE = 'check_violation';
+    END IF;
+    IF TG_OP = 'UPDATE' THEN
+        old_cfg := reactor.config_or_null(OLD.config::text);
+    END IF;
+    bad := reactor.job_config_problems(cfg, old_cfg);
+    IF cardinality(bad) > 0 THEN
+        RAISE EXCEPTION 'job_configs row %: %', NEW.key, array_to_string(bad, '; ')
+            USING ERRCODE = 'check_violation',
+                  HINT = 'allowed: run_next_job true or false; '
+                         || (SELECT string_agg(format('%s an integer %s..%s', k.key, k.lo, k.hi), '; ')
+                               FROM reactor.job_config_keys() k);
+    END IF;
+    RETURN NEW;
 END $$;
 
 -- Control: the payload is the config key and the statement's clock (for the control-latency log), never data.
@@ -84,6 +196,8 @@ CREATE OR REPLACE TRIGGER reactor_feedback_delete AFTER DELETE ON feedbacks
     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION reactor.enqueue_deleted();
 CREATE OR REPLACE TRIGGER reactor_feedback_truncate AFTER TRUNCATE ON feedbacks
     FOR EACH STATEMENT EXECUTE FUNCTION reactor.enqueue_truncated();
+CREATE OR REPLACE TRIGGER reactor_job_configs_validate BEFORE INSERT OR UPDATE ON job_configs
+    FOR EACH ROW EXECUTE FUNCTION reactor.validate_job_config();
 CREATE OR REPLACE TRIGGER reactor_job_configs_notify AFTER INSERT OR UPDATE OR DELETE ON job_configs
     FOR EACH ROW EXECUTE FUNCTION reactor.notify_control();
 CREATE OR REPLACE TRIGGER reactor_topics_notify AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON topics
