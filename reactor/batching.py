@@ -1,5 +1,6 @@
 """Debounce wake-ups into batches: claim as soon as a full batch is waiting, or `max_wait` after the first
-wake-up, or on the poll fallback when no wake-up came at all (a lost notification costs one poll interval)."""
+wake-up, or on the poll fallback when no wake-up came at all (a lost notification costs one poll interval).
+A kick (start, resume, reconnect) ends the wait at once: it is a reason to look, not a notification."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ async def sleep_unless(stop: asyncio.Event, seconds: float) -> None:
 class Debouncer:
     def __init__(self) -> None:
         self._pending = 0
+        self._kicked = False
         self._event = asyncio.Event()
 
     def notify(self, count: int = 1) -> None:
@@ -24,17 +26,30 @@ class Debouncer:
         self._pending += count
         self._event.set()
 
+    def kick(self) -> None:
+        """End the current (or next) wait at once, without debouncing."""
+        self._kicked = True
+        self._event.set()
+
     @property
     def pending(self) -> int:
         return self._pending
 
+    @property
+    def kicked(self) -> bool:
+        return self._kicked
+
     async def wait(self, *, batch_size: int, max_wait_s: float, poll_s: float) -> str:
-        """Return "full", "timer" or "poll" once a claim is worth trying; resets the pending count."""
-        try:
-            await asyncio.wait_for(self._event.wait(), timeout=poll_s)
-        except TimeoutError:
+        """Return "full", "timer", "kick" or "poll" once a claim is worth trying; resets the pending count."""
+        if not self._event.is_set():
+            try:
+                await asyncio.wait_for(self._event.wait(), timeout=poll_s)
+            except TimeoutError:
+                self._reset()
+                return "poll"
+        if self._kicked and not self._pending:
             self._reset()
-            return "poll"
+            return "kick"
         deadline = time.monotonic() + max_wait_s
         while self._pending < batch_size:
             left = deadline - time.monotonic()
@@ -51,4 +66,5 @@ class Debouncer:
 
     def _reset(self) -> None:
         self._pending = 0
+        self._kicked = False
         self._event.clear()

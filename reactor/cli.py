@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -200,28 +201,58 @@ def listen(
         lease_s=lease_s,
         grace_s=grace_s,
         exit_when_idle=exit_when_idle,
-        http=http,
         retry_base_s=float(os.environ.get("REACTOR_RETRY_BASE_S") or 1.0),
     )
-    sys.exit(asyncio.run(_serve(settings, url, enricher, options)))
+    reactor = _build_reactor(settings, url, enricher, options)
+    code = asyncio.run(_serve(reactor, settings, http))
+    if reactor.model_call_running:  # SIGTERM past the grace period: the batch was given back, don't wait for it
+        logs.event(logging.getLogger("reactor.cli"), "reactor.exit_abandoning_model_call")
+        logging.shutdown()
+        os._exit(code)
+    sys.exit(code)
 
 
-async def _serve(settings: config_mod.Settings, url: str, enricher: Any, options: Any) -> int:
-    from reactor.worker import Reactor
+def _build_reactor(settings: config_mod.Settings, url: str, enricher: Any, options: Any) -> Any:
+    """Wire the loop to PostgreSQL: the work pool and store, the LISTEN connection, the optional search sink."""
+    from reactor.db import make_pool
+    from reactor.listener import Listener
+    from reactor.store import PgStore
+    from reactor.worker import Reactor, new_worker_id
 
+    worker_id = new_worker_id()
+    pool = make_pool(url, max_size=options.pool_size)
+    store = PgStore(
+        pool,
+        worker_id=worker_id,
+        job_key=settings.job_key,
+        job_name=settings.job_name,
+        outbox=settings.opensearch_enabled,
+    )
     sink = None
-    reactor = Reactor(settings, url, enricher, options)
     if settings.opensearch_enabled:
         from reactor.sinks.opensearch import make_sink
 
-        sink = make_sink(settings, reactor.pool)
-        reactor.sink = sink
+        sink = make_sink(settings, pool)
+    listener = Listener(settings.listen_url or url, keepalive_s=options.keepalive_s)
+    return Reactor(store, listener, enricher, worker_id=worker_id, job_key=settings.job_key, options=options, sink=sink)
+
+
+async def _serve(reactor: Any, settings: config_mod.Settings, http: str | None) -> int:
+    from reactor.observability import parse_address, serve
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, reactor.request_stop, sig.name)
-    code = await reactor.run()
-    if sink is not None:
-        await sink.close()
+    serve_http = None
+    if http:
+        host, port = parse_address(http)
+
+        async def serve_http(r: Any) -> None:
+            await serve(host, port, r.metrics, r.health, r.stop_event)
+
+    code = await reactor.run(serve_http)
+    if reactor.sink is not None:
+        await reactor.sink.close()
     return code
 
 

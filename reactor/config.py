@@ -14,7 +14,7 @@ import orjson
 
 from reactor import logs
 
-SECRET_KEYS = ("DATABASE_URL", "OPENSEARCH_ENDPOINT", "OPENSEARCH_USER", "OPENSEARCH_PASS")
+SECRET_KEYS = ("DATABASE_URL", "REACTOR_LISTEN_URL", "OPENSEARCH_ENDPOINT", "OPENSEARCH_USER", "OPENSEARCH_PASS")
 
 
 class ConfigError(Exception):
@@ -25,6 +25,7 @@ class ConfigError(Exception):
 class Settings:
     env: str = "local"
     database_url: str | None = None
+    listen_url: str | None = None  # the LISTEN connection's URL when DATABASE_URL goes through a transaction pool
     opensearch_endpoint: str | None = None
     opensearch_user: str | None = None
     opensearch_pass: str | None = None
@@ -92,6 +93,7 @@ def load(environ: dict[str, str] | None = None, *, dotenv: bool = True) -> Setti
     settings = Settings(
         env=stage,
         database_url=env.get("DATABASE_URL") or None,
+        listen_url=env.get("REACTOR_LISTEN_URL") or None,
         opensearch_endpoint=env.get("OPENSEARCH_ENDPOINT") or None,
         opensearch_user=env.get("OPENSEARCH_USER") or None,
         opensearch_pass=env.get("OPENSEARCH_PASS") or None,
@@ -104,8 +106,9 @@ def load(environ: dict[str, str] | None = None, *, dotenv: bool = True) -> Setti
         precision=env.get("REACTOR_PRECISION", "fp32"),
         device=env.get("REACTOR_DEVICE", "auto"),
     )
-    if settings.database_url:
-        _register_url_password(settings.database_url)
+    for url in (settings.database_url, settings.listen_url):
+        if url:
+            _register_url_password(url)
     return settings
 
 

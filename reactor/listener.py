@@ -1,8 +1,10 @@
 """The dedicated LISTEN connection: hears wake-ups and control messages, nothing else.
 
 It runs no queries but a periodic keep-alive (which also reads `pg_notification_queue_usage()`), so a
-half-open connection is noticed within one keep-alive interval. After every (re)connect it calls
-`on_connect`, which makes the reactor run a catch-up pass: rows committed while nobody listened are found.
+half-open connection is noticed within one keep-alive interval. After every (re)connect it calls the handler's
+`on_connect`, which makes the reactor run a catch-up pass (rows committed while nobody listened are found) and
+probe that notifications sent through the work connection arrive here (behind PgBouncer in transaction mode
+they do not: the LISTEN connection then needs its own session URL, REACTOR_LISTEN_URL).
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 
 import psycopg
 from psycopg import sql
@@ -18,6 +19,7 @@ from psycopg import sql
 from reactor import backoff, logs
 from reactor.batching import sleep_unless
 from reactor.db import explain, with_keepalive
+from reactor.ports import ListenHandler
 
 WORK_CHANNEL = "reactor_work"
 CONTROL_CHANNEL = "reactor_control"
@@ -25,25 +27,15 @@ log = logging.getLogger("reactor.listener")
 
 
 class Listener:
-    def __init__(
-        self,
-        url: str,
-        *,
-        on_work: Callable[[int], None],
-        on_control: Callable[[str], None],
-        on_connect: Callable[[], Awaitable[None]],
-        keepalive_s: float = 10.0,
-        max_backoff_s: float = 30.0,
-    ) -> None:
+    def __init__(self, url: str, *, keepalive_s: float = 10.0, max_backoff_s: float = 30.0) -> None:
         self.url = with_keepalive(url)
-        self.on_work, self.on_control, self.on_connect = on_work, on_control, on_connect
         self.keepalive_s, self.max_backoff_s = keepalive_s, max_backoff_s
         self.connected = asyncio.Event()
         self.queue_usage = 0.0
         self.last_ok = time.monotonic()
         self.reconnects = 0
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, handler: ListenHandler) -> None:
         """Listen until `stop` is set, reconnecting with capped exponential backoff."""
         failures = 0
         while not stop.is_set():
@@ -58,8 +50,8 @@ class Listener:
                     if failures or self.reconnects:
                         logs.event(log, "listener.reconnected", attempts=failures)
                     failures = 0
-                    await self.on_connect()
-                    await self._serve(conn, stop)
+                    await handler.on_connect()
+                    await self._serve(conn, stop, handler)
             except (psycopg.OperationalError, psycopg.InterfaceError, OSError, TimeoutError) as exc:
                 self.connected.clear()
                 failures += 1
@@ -71,13 +63,13 @@ class Listener:
                 await sleep_unless(stop, delay)
         self.connected.clear()
 
-    async def _serve(self, conn: psycopg.AsyncConnection, stop: asyncio.Event) -> None:
+    async def _serve(self, conn: psycopg.AsyncConnection, stop: asyncio.Event, handler: ListenHandler) -> None:
         while not stop.is_set():
             async for note in conn.notifies(timeout=min(self.keepalive_s, 1.0)):
                 if note.channel == WORK_CHANNEL:
-                    self.on_work(1)
+                    handler.on_work(note.payload)
                 else:
-                    self.on_control(note.payload)
+                    handler.on_control(note.payload)
                 if stop.is_set():
                     return
             if time.monotonic() - self.last_ok >= self.keepalive_s:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
+import shutil
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -20,7 +22,12 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from reactor import logs
 
+if TYPE_CHECKING:
+    from reactor.batch import Claim, Outcome
+    from reactor.enrich import Enricher
+
 log = logging.getLogger("reactor.http")
+batch_log = logging.getLogger("reactor.worker")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
@@ -50,9 +57,73 @@ class Metrics:
         self.batch_seconds = Histogram(
             "reactor_batch_seconds", "Claim to commit per batch", buckets=LATENCY_BUCKETS, registry=r
         )
+        self.wakeups = Counter(
+            "reactor_wakeups_total",
+            "Wake-ups that found work, by what found it: notify, handoff (the look right after arming), kick "
+            "(start, resume, reconnect); recheck and poll mean a notification was missed",
+            ["by"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+OUTCOMES = ("analysed", "deleted", "reindexed", "retried", "parked", "stale")
+
+
+def report_batch(
+    metrics: Metrics, claim: Claim, out: Outcome, phases: tuple[float, float, float], enricher: Enricher
+) -> None:
+    """Metrics and the log line of one completed batch; rows that failed get a WARNING with their errors."""
+    now = time.time()
+    lat = [now - t.timestamp() for t in claim.enqueued_at.values()]
+    timings = enricher.last_timings
+    metrics.batches.inc()
+    metrics.batch_seconds.observe(sum(phases))
+    for outcome in OUTCOMES:
+        if getattr(out, outcome):
+            metrics.rows.labels(outcome).inc(getattr(out, outcome))
+    if out.retried:
+        metrics.failures.labels("enrichment").inc(out.retried)
+    if out.parked:
+        metrics.failures.labels("parked").inc(out.parked)
+    for seconds in lat:
+        metrics.latency.observe(seconds)
+    metrics.inference.labels(enricher.sentiment.model_id).observe(timings.sentiment_s)
+    metrics.inference.labels(enricher.zero_shot.model_id).observe(timings.zero_shot_s)
+    if out.retried or out.parked:
+        logs.event(
+            batch_log,
+            "batch.rows_failed",
+            logging.WARNING,
+            job_id=claim.job_id,
+            retried=out.retried,
+            parked=out.parked,
+            errors=out.errors,
+            hint="parked rows: `reactor failed`, then `reactor retry-failed` once fixed" if out.parked else None,
+        )
+    logs.event(
+        batch_log,
+        "batch.completed",
+        job_id=claim.job_id,
+        rows=claim.size,
+        analysed=out.analysed,
+        deleted=out.deleted,
+        reindexed=out.reindexed,
+        retried=out.retried,
+        parked=out.parked,
+        stale=out.stale,
+        words_changed=out.words_changed,
+        claim_ms=round(phases[0] * 1000, 2),
+        enrich_ms=round(phases[1] * 1000, 2),
+        complete_ms=round(phases[2] * 1000, 2),
+        sentiment_ms=round(timings.sentiment_s * 1000, 2),
+        zero_shot_ms=round(timings.zero_shot_s * 1000, 2),
+        latency_max_ms=round(max(lat) * 1000, 1) if lat else None,
+        max_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        disk_free_mb=round(shutil.disk_usage(".").free / 2**20),
+    )
 
 
 Health = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]

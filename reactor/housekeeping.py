@@ -1,0 +1,87 @@
+"""The reactor's periodic chores, beside the loop and never on its hot path: heartbeats (what `reactor status`
+lists), gauges for /metrics and /health, and pruning what grows forever (tombstones no queue row needs)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+
+import psycopg
+
+from reactor import logs
+from reactor.batching import sleep_unless
+from reactor.observability import Metrics
+from reactor.ports import Listener, Store
+
+log = logging.getLogger("reactor.housekeeping")
+TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, OSError, TimeoutError)
+
+
+class Housekeeping:
+    def __init__(
+        self,
+        store: Store,
+        listener: Listener,
+        metrics: Metrics,
+        state: Callable[[], str],
+        *,
+        heartbeat_s: float = 5.0,
+        gauges_s: float = 2.0,
+        prune_s: float = 60.0,
+    ) -> None:
+        self.store, self.listener, self.metrics, self.state = store, listener, metrics, state
+        self.heartbeat_s, self.gauges_s, self.prune_s = heartbeat_s, gauges_s, prune_s
+        self.oldest_ready_s: float | None = None
+        self._beat = asyncio.Event()
+
+    def beat_now(self) -> None:
+        """Publish a state change (paused, resumed) at once rather than at the next heartbeat."""
+        self._beat.set()
+
+    def tasks(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+        return [
+            asyncio.create_task(self._heartbeat(stop), name="heartbeat"),
+            asyncio.create_task(self._gauges(stop), name="gauges"),
+            asyncio.create_task(self._prune(stop), name="prune"),
+        ]
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        host, pid = socket.gethostname(), os.getpid()
+        while not stop.is_set():
+            self._beat.clear()
+            with contextlib.suppress(*TRANSIENT, psycopg.errors.UndefinedTable):
+                await self.store.heartbeat(self.state(), host, pid)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wait_beat_or_stop(stop), self.heartbeat_s)
+
+    async def _wait_beat_or_stop(self, stop: asyncio.Event) -> None:
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._beat.wait())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    async def _gauges(self, stop: asyncio.Event) -> None:
+        """Queue/outbox/failed gauges every few seconds (cheap counts)."""
+        while not stop.is_set():
+            with contextlib.suppress(*TRANSIENT, psycopg.errors.UndefinedTable):
+                g = await self.store.gauges()
+                self.metrics.queue_depth.set(g.queue)
+                self.metrics.failed_rows.set(g.failed)
+                self.metrics.outbox_depth.set(g.outbox)
+                self.oldest_ready_s = g.oldest_ready_s
+            self.metrics.paused.set(1 if self.state() == "paused" else 0)
+            self.metrics.notify_queue.set(self.listener.queue_usage)
+            await sleep_unless(stop, self.gauges_s)
+
+    async def _prune(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await sleep_unless(stop, self.prune_s)
+            with contextlib.suppress(*TRANSIENT, psycopg.errors.UndefinedTable):
+                while not stop.is_set() and (removed := await self.store.prune(batch=1000)):
+                    logs.event(log, "housekeeping.pruned", tombstones=removed)
