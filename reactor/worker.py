@@ -27,7 +27,7 @@ from reactor.config import Settings
 from reactor.db import make_pool
 from reactor.enrich import Enricher, ItemError, Result
 from reactor.listener import Listener
-from reactor.observability import Metrics, age_s, parse_address, serve
+from reactor.observability import Metrics, age_s, serve
 from reactor.sql import q
 
 log = logging.getLogger("reactor.worker")
@@ -52,7 +52,7 @@ class Options:
     retry_base_s: float = 1.0  # backoff base for a row whose analysis failed
     exit_when_idle: bool = False  # stop once the queue is drained (demo, scripts)
     pool_size: int = 4
-    http: str | None = None  # "HOST:PORT" for /health and /metrics
+    http: socket.socket | None = None  # /health and /metrics, bound by observability.bind_http at start
     stall_s: float = 120.0  # /health says DOWN when ready rows wait this long with no progress
 
 
@@ -126,9 +126,8 @@ class Reactor:
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
             asyncio.create_task(self._gauges(), name="gauges"),
         ]
-        if self.opt.http:
-            host, port = parse_address(self.opt.http)
-            tasks.append(asyncio.create_task(serve(host, port, self.metrics, self.health, self.stop_event)))
+        if self.opt.http is not None:
+            tasks.append(asyncio.create_task(serve(self.opt.http, self.metrics, self.health, self.stop_event)))
         if self.sink is not None:
             tasks.append(asyncio.create_task(self.sink.run(self.stop_event), name="sink"))  # type: ignore[attr-defined]
         logs.event(

@@ -2,31 +2,37 @@
 
 from __future__ import annotations
 
-import os
-
 import click
 
-from reactor import logs
-from reactor.cli import control, daemon, embedded, install, maintenance
-from reactor.cli.common import CONTEXT
+from reactor import config, logs
+from reactor.cli import control, daemon, embedded, install, maintenance, rows, status
+from reactor.cli.common import CONTEXT, Fail, Group
 
 
-@click.group(context_settings=CONTEXT)
+@click.group(cls=Group, context_settings=CONTEXT, invoke_without_command=True)
 @click.option(
     "--log-level",
-    default=lambda: os.environ.get("REACTOR_LOG_LEVEL", "INFO"),
-    show_default="INFO",
-    help="Log level of the JSON logs written to stderr.",
+    type=click.Choice(config.LOG_LEVELS, case_sensitive=False),
+    default=None,
+    help="Level of the JSON logs written to stderr.  [default: REACTOR_LOG_LEVEL, else info]",
 )
 @click.version_option(package_name="feedback-reactor")
-def main(log_level: str) -> None:
+@click.pass_context
+def main(ctx: click.Context, log_level: str | None) -> None:
     """Feedback Reactor: analyses every committed feedback row (sentiment, topics, word counts).
 
     Configuration comes from the environment or a .env file: DATABASE_URL (unset: an embedded PostgreSQL
     in ~/.local/share/feedback-reactor), OPENSEARCH_ENDPOINT/USER/PASS, REACTOR_ENV (not `local`: merge the
     AWS Secrets Manager secret REACTOR_SECRET_NAME), REACTOR_MODELS (ONNX folder or `stand-in`).
     """
-    logs.setup(log_level)
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+        ctx.exit(0)
+    try:
+        level = config.parse_log_level(log_level) if log_level else config.log_level()
+    except config.ConfigError as exc:
+        raise Fail(str(exc), code=2) from None
+    logs.setup(level)
 
 
 for command in (
@@ -34,9 +40,12 @@ for command in (
     daemon.listen,
     control.stop,
     control.resume,
-    control.status,
+    status.status,
     maintenance.retry_failed,
     maintenance.reprocess,
+    maintenance.prune,
+    rows.show,
+    rows.failed,
     embedded.db,
 ):
     main.add_command(command)

@@ -1,36 +1,62 @@
-"""`reactor listen`: the daemon."""
+"""`reactor listen`: the daemon. Everything that can be refused is refused before a model loads."""
 
 from __future__ import annotations
 
 import asyncio
-import os
+import dataclasses
+import logging
 import signal
+import socket
 import sys
 from typing import Any
 
 import click
 
 from reactor import config as config_mod
-from reactor.cli.common import CONTEXT, connect, database_url, load_enricher, settings_from_env
+from reactor import logs
+from reactor.cli.common import CONTEXT, Fail, connect, database_url, load_enricher, settings_from_env
+from reactor.observability import HttpAddressError, bind_http
+from reactor.worker import Options, Reactor
+
+DEFAULTS = Options()  # the CLI shows and passes the reactor's own defaults, never copies of them
+SECONDS = click.FloatRange(min=0.0, max=24 * 3600.0)
+log = logging.getLogger("reactor.cli")
 
 
-@click.command(context_settings=CONTEXT)
+@click.command(context_settings=CONTEXT, short_help="Run the daemon: analyse feedback as it is committed.")
 @click.option(
-    "--models", default=None, help="ONNX model folder (default: REACTOR_MODELS, else models_onnx), or `stand-in`."
+    "--models",
+    metavar="DIR|stand-in",
+    default=None,
+    help="ONNX model folder (default: REACTOR_MODELS, else models_onnx), or `stand-in` (fast fake models).",
 )
-@click.option("--max-wait-ms", default=50.0, show_default=True, help="Debounce: wait this long for a full batch.")
-@click.option("--poll-interval", default=5.0, show_default=True, help="Seconds between polls when no wake-up comes.")
+@click.option(
+    "--max-wait-ms",
+    type=click.FloatRange(min=0.0, max=60_000.0),
+    default=DEFAULTS.max_wait_ms,
+    show_default=True,
+    help="Debounce: after a wake-up, wait up to this long for a full batch.",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0.05, max=3600.0),
+    default=DEFAULTS.poll_s,
+    show_default=True,
+    help="Seconds between polls when no wake-up comes (a lost notification costs at most this).",
+)
 @click.option(
     "--lease",
     "lease_s",
-    default=30.0,
+    type=click.FloatRange(min=1.0, max=24 * 3600.0),
+    default=DEFAULTS.lease_s,
     show_default=True,
     help="Seconds a batch stays leased (extended while it runs); a dead reactor's rows return after it.",
 )
 @click.option(
     "--grace",
     "grace_s",
-    default=30.0,
+    type=SECONDS,
+    default=DEFAULTS.grace_s,
     show_default=True,
     help="On SIGTERM/SIGINT, seconds to finish the batch in flight before giving it back.",
 )
@@ -41,7 +67,7 @@ from reactor.cli.common import CONTEXT, connect, database_url, load_enricher, se
     "http",
     default=None,
     metavar="HOST:PORT",
-    help="Serve /health and /metrics (Prometheus) here, e.g. 127.0.0.1:9187.",
+    help="Serve /health and /metrics (Prometheus) here, e.g. 127.0.0.1:9187 (port 0: any free port).",
 )
 def listen(
     models: str | None,
@@ -53,34 +79,52 @@ def listen(
     no_opensearch: bool,
     http: str | None,
 ) -> None:
-    """Run the reactor daemon: LISTEN for new feedback, analyse it, write results back."""
-    from reactor.worker import Options
+    """Run the reactor daemon: LISTEN for new feedback, analyse it, write results back.
 
+    Order at start: the --http address is bound, settings are checked, the database is reached, then the
+    models load; a problem with any of them stops it with one line. SIGTERM finishes the batch in flight.
+
+    \b
+    Example:
+      reactor listen --http 127.0.0.1:9187
+    """
+    http_socket = _bind(http)
     settings = settings_from_env()
     if no_opensearch:
-        settings = config_mod.Settings(**{**settings.__dict__, "opensearch_endpoint": None})
+        settings = dataclasses.replace(settings, opensearch_endpoint=None)
     url = database_url(settings)
     connect(url).close()  # fail fast with a readable error on a wrong DATABASE_URL
     enricher = load_enricher(settings, models)
     if enricher.random_weights:
-        click.echo(
-            "NOTE: these models have RANDOM weights (built locally): their labels are not real analysis.", err=True
+        logs.event(
+            log,
+            "models.random_weights",
+            logging.WARNING,
+            note="NOTE: these models have RANDOM weights (built locally): their labels are not real analysis.",
         )
-    options = Options(
+    options = dataclasses.replace(
+        DEFAULTS,
         max_wait_ms=max_wait_ms,
         poll_s=poll_interval,
         lease_s=lease_s,
         grace_s=grace_s,
         exit_when_idle=exit_when_idle,
-        http=http,
-        retry_base_s=float(os.environ.get("REACTOR_RETRY_BASE_S") or 1.0),
+        http=http_socket,
+        retry_base_s=DEFAULTS.retry_base_s if settings.retry_base_s is None else settings.retry_base_s,
     )
     sys.exit(asyncio.run(_serve(settings, url, enricher, options)))
 
 
-async def _serve(settings: config_mod.Settings, url: str, enricher: Any, options: Any) -> int:
-    from reactor.worker import Reactor
+def _bind(address: str | None) -> socket.socket | None:
+    if address is None:
+        return None
+    try:
+        return bind_http(address)
+    except HttpAddressError as exc:
+        raise Fail(str(exc)) from None
 
+
+async def _serve(settings: config_mod.Settings, url: str, enricher: Any, options: Options) -> int:
     sink = None
     reactor = Reactor(settings, url, enricher, options)
     if settings.opensearch_enabled:
