@@ -7,14 +7,17 @@ import click
 from reactor import config, logs
 from reactor.cli import control, daemon, embedded, install, maintenance, rows, status
 from reactor.cli.common import CONTEXT, Fail, Group
+from reactor.nlp.export_cli import export_models
+from reactor.sinks.cli import reindex
 
 
 @click.group(cls=Group, context_settings=CONTEXT, invoke_without_command=True)
 @click.option(
     "--log-level",
     type=click.Choice(config.LOG_LEVELS, case_sensitive=False),
+    metavar="LEVEL",
     default=None,
-    help="Level of the JSON logs written to stderr.  [default: REACTOR_LOG_LEVEL, else info]",
+    help=f"Level of the JSON logs on stderr: {', '.join(config.LOG_LEVELS)}.  [default: REACTOR_LOG_LEVEL, else info]",
 )
 @click.version_option(package_name="feedback-reactor")
 @click.pass_context
@@ -24,6 +27,11 @@ def main(ctx: click.Context, log_level: str | None) -> None:
     Configuration comes from the environment or a .env file: DATABASE_URL (unset: an embedded PostgreSQL
     in ~/.local/share/feedback-reactor), OPENSEARCH_ENDPOINT/USER/PASS, REACTOR_ENV (not `local`: merge the
     AWS Secrets Manager secret REACTOR_SECRET_NAME), REACTOR_MODELS (ONNX folder or `stand-in`).
+
+    \b
+    Example:
+      reactor sql && reactor listen --http 127.0.0.1:9187
+      reactor COMMAND --help
     """
     if ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())
@@ -51,20 +59,13 @@ for command in (
     main.add_command(command)
 
 
-def _register_optional() -> None:
-    """Commands whose modules come with optional parts (models export, search sink)."""
-    try:
-        from reactor.nlp.export_cli import export_models
-
-        main.add_command(export_models, "export-models")
-    except ImportError:
-        pass
-    try:
-        from reactor.sinks.cli import reindex
-
-        main.add_command(reindex, "reindex")
-    except ImportError:
-        pass
-
-
-_register_optional()
+# Commands that live with their subsystem; their one-line summary and example are given here when their
+# module does not set them, so that `reactor --help` never cuts a line and every command shows an example.
+for command, summary, example in (
+    (export_models, "Build the ONNX model folders (Hub ids or checkpoints).", "reactor export-models --tiny"),
+    (reindex, "Rebuild both OpenSearch indices from Postgres.", "reactor reindex --dry-run"),
+):
+    command.short_help = command.short_help or summary
+    if "Example" not in (command.help or "") + (command.epilog or ""):
+        command.epilog = f"Example: {example}"
+    main.add_command(command)

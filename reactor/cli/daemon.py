@@ -33,12 +33,14 @@ log = logging.getLogger("reactor.cli")
 @click.option(
     "--max-wait-ms",
     type=click.FloatRange(min=0.0, max=60_000.0),
+    metavar="MS",
     default=DEFAULTS.max_wait_ms,
     show_default=True,
     help="Debounce: after a wake-up, wait up to this long for a full batch.",
 )
 @click.option(
     "--poll-interval",
+    metavar="SECONDS",
     type=click.FloatRange(min=0.05, max=3600.0),
     default=DEFAULTS.poll_s,
     show_default=True,
@@ -47,6 +49,7 @@ log = logging.getLogger("reactor.cli")
 @click.option(
     "--lease",
     "lease_s",
+    metavar="SECONDS",
     type=click.FloatRange(min=1.0, max=24 * 3600.0),
     default=DEFAULTS.lease_s,
     show_default=True,
@@ -55,6 +58,7 @@ log = logging.getLogger("reactor.cli")
 @click.option(
     "--grace",
     "grace_s",
+    metavar="SECONDS",
     type=SECONDS,
     default=DEFAULTS.grace_s,
     show_default=True,

@@ -82,6 +82,7 @@ def retry_failed(only: str | None) -> None:
 @click.option(
     "--chunk",
     type=click.IntRange(min=1, max=1_000_000),
+    metavar="ROWS",
     default=5000,
     show_default=True,
     help="Rows requeued per transaction.",
@@ -153,12 +154,14 @@ def retention_days(conn: Any, key: str) -> int:
 @click.option(
     "--days",
     type=click.IntRange(min=0, max=100_000),
+    metavar="N",
     default=None,
     help="Keep jobs rows of the last N days.  [default: job_configs jobs_retention_days, else 30]",
 )
 @click.option(
     "--batch",
     type=click.IntRange(min=1, max=100_000),
+    metavar="ROWS",
     default=PRUNE_BATCH,
     show_default=True,
     help="Rows deleted per transaction (small: the reactor keeps writing meanwhile).",

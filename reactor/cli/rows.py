@@ -106,7 +106,12 @@ def render_show(doc: dict[str, Any]) -> list[str]:
 
 @click.command(context_settings=CONTEXT, short_help="List parked rows and search documents with their errors.")
 @click.option(
-    "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Show at most this many of each."
+    "--limit",
+    type=click.IntRange(min=1),
+    metavar="N",
+    default=50,
+    show_default=True,
+    help="Show at most this many of each.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def failed(limit: int, as_json: bool) -> None:
