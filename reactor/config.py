@@ -28,6 +28,10 @@ class ConfigError(Exception):
     """Configuration that cannot work; the message says what to fix."""
 
 
+class InvalidSetting(ConfigError):
+    """A value the operator wrote wrong: retrying cannot help (the CLI exits 2, like a bad option)."""
+
+
 @dataclass(frozen=True)
 class Settings:
     env: str = "local"
@@ -92,7 +96,7 @@ def _value(env: Mapping[str, str], key: str, default: T, parse: Callable[[str], 
     try:
         return parse(raw)
     except ValueError:
-        raise ConfigError(f"{key}={raw!r} is not {what}") from None
+        raise InvalidSetting(f"{key}={raw!r} is not {what}") from None
 
 
 def _positive_int(raw: str) -> int:

@@ -22,6 +22,10 @@ class DatabaseError(Exception):
     """A database that cannot be reached or used; the message names the cause without the password."""
 
 
+class InvalidDatabaseURL(DatabaseError):
+    """DATABASE_URL is not a URL or conninfo libpq understands: retrying cannot help."""
+
+
 def data_dir() -> Path:
     """Per-user home of the embedded server's data (REACTOR_HOME overrides)."""
     base = os.environ.get("REACTOR_HOME") or os.path.join(
@@ -72,7 +76,7 @@ def resolve_url(url: str | None, *, announce: bool = True, start: bool = True) -
             conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:
             reason = logs.redact(str(exc).strip().splitlines()[0])
-            raise DatabaseError(f"DATABASE_URL is not a valid PostgreSQL URL or conninfo: {reason}") from None
+            raise InvalidDatabaseURL(f"DATABASE_URL is not a valid PostgreSQL URL or conninfo: {reason}") from None
         return url
     url = embedded_url(start=start)
     if announce:

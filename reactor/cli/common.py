@@ -57,17 +57,22 @@ class Group(click.Group):
 
 
 def settings_from_env() -> config_mod.Settings:
+    """The one Settings object; a value written wrong exits 2 (like a bad option), anything else 1."""
     try:
         return config_mod.load()
+    except config_mod.InvalidSetting as exc:
+        raise Fail(str(exc), code=2) from None
     except config_mod.ConfigError as exc:
         raise Fail(str(exc)) from None
 
 
 def database_url(settings: config_mod.Settings) -> str:
-    from reactor.db import DatabaseError, resolve_url
+    from reactor.db import DatabaseError, InvalidDatabaseURL, resolve_url
 
     try:
         return resolve_url(settings.database_url)
+    except InvalidDatabaseURL as exc:
+        raise Fail(str(exc), code=2) from None
     except DatabaseError as exc:
         raise Fail(str(exc)) from None
     except Exception as exc:  # embedded server failed to start

@@ -103,7 +103,7 @@ def test_wrong_database_url_gives_a_clear_error(pg_url):
     assert "cannot connect to PostgreSQL" in out.stderr
     assert "s3cretpw" not in out.stderr and "Traceback" not in out.stderr
     bad = run_cli("", "sql", env=reactor_env("not a url ==="))
-    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "not a valid PostgreSQL URL" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_missing_model_folder_is_a_clear_error(pg_url, tmp_path):

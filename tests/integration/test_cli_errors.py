@@ -54,7 +54,7 @@ def test_bad_option_values_are_usage_errors(args: tuple[str, ...], env: dict[str
 )
 def test_bad_environment_values_are_one_line_errors(env: dict[str, str], message: str) -> None:
     for args in (("listen", "--models", "stand-in"), ("stop",), ("reprocess", "--all")):
-        out = assert_clean_error(invoke(UNREACHABLE, *args, **env))
+        out = assert_clean_error(invoke(UNREACHABLE, *args, **env), code=2)
         assert message in out, (args, out)
 
 

@@ -50,9 +50,11 @@ def test_no_command_prints_the_password(url: str, password: str) -> None:
             assert "no connection" in out or '"connected": false' in out, (args, out)
         elif args[0] == "db":  # prints the URL (masked), or says why it is not one
             assert "***" in out, (args, out)
+        elif "not a valid PostgreSQL URL" in out:  # written wrong: exit 2, like a bad option
+            assert_clean_error(result, code=2)
         else:
             assert_clean_error(result)
-            assert "cannot connect to PostgreSQL" in out or "not a valid PostgreSQL URL" in out, (args, out)
+            assert "cannot connect to PostgreSQL" in out, (args, out)
 
 
 def test_password_is_masked_in_a_subprocess_too() -> None:
