@@ -168,17 +168,6 @@ INSERT INTO reactor.queue (feedback_id, op, enqueued_at) SELECT feedback_id, op,
 UPDATE reactor.outbox SET parked_at = NULL, attempts = 0, not_before = '-infinity', last_error = NULL
  WHERE parked_at IS NOT NULL;
 
--- name: status
-SELECT
-    (SELECT count(*) FROM reactor.queue)                                              AS queue_depth,
-    (SELECT count(*) FROM reactor.queue WHERE claimed_until >= now())                 AS in_flight,
-    (SELECT count(*) FROM reactor.failed)                                             AS failed_rows,
-    (SELECT count(*) FROM reactor.feedback_analysis)                                  AS analysed,
-    (SELECT count(*) FROM reactor.outbox WHERE parked_at IS NULL)                     AS outbox_depth,
-    (SELECT count(*) FROM reactor.outbox WHERE parked_at IS NOT NULL)                 AS outbox_parked,
-    (SELECT count(*) FROM jobs WHERE status = 'processing')                           AS incomplete_jobs,
-    (SELECT config::jsonb FROM job_configs WHERE key = %(key)s ORDER BY id LIMIT 1)  AS config;
-
 -- name: last_job
 SELECT j.id, j.status, j.last_processed_id, j.updated_at, r.rows, r.duration_ms, r.error
   FROM jobs j LEFT JOIN reactor.job_runs r ON r.job_id = j.id
