@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import click
+import orjson
 import psycopg
 
 from reactor import config as config_mod
@@ -54,6 +55,11 @@ class Group(click.Group):
             raise Fail(
                 f"unexpected {type(exc).__name__}: {one_line(str(exc))} (--log-level debug shows the traceback)"
             ) from None
+
+
+def echo_json(doc: Any) -> None:
+    """One indented JSON document on stdout (`--json` of status, show, failed)."""
+    click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2, default=str).decode())
 
 
 def settings_from_env() -> config_mod.Settings:

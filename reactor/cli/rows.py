@@ -6,16 +6,11 @@ import sys
 from typing import Any
 
 import click
-import orjson
 
-from reactor.cli.common import CONTEXT, open_db
+from reactor.cli.common import CONTEXT, echo_json, open_db
 from reactor.sql import q
 
 TOP_WORDS = 10
-
-
-def _dump(doc: Any) -> None:
-    click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2, default=str).decode())
 
 
 def _short(text: Any, limit: int = 300) -> str:
@@ -43,7 +38,7 @@ def show(feedback_id: int, as_json: bool) -> None:
     doc = {"id": feedback_id, **doc}
     found = doc["feedback"] or doc["analysis"] or doc["queue"] or doc["failed"] or doc["search_document"]
     if as_json:
-        _dump(doc)
+        echo_json(doc)
     elif not found:
         click.echo(f"feedback {feedback_id}: not found (no row, no analysis, no queued or parked work)", err=True)
     else:
@@ -142,7 +137,7 @@ def failed(limit: int, as_json: bool) -> None:
         ],
     }
     if as_json:
-        _dump(doc)
+        echo_json(doc)
         return
     click.echo(
         f"parked feedback rows: {doc['rows_total']}" + (f" (newest {len(rows)})" if totals[0] > len(rows) else "")

@@ -11,11 +11,10 @@ import sys
 from typing import Any
 
 import click
-import orjson
 import psycopg
 
 from reactor import config as config_mod
-from reactor.cli.common import CONTEXT, describe_db_error, one_line
+from reactor.cli.common import CONTEXT, describe_db_error, echo_json, one_line
 from reactor.sql import q
 
 INCOMPLETE, NONE, QUERY_ERROR = 1, 0, 2
@@ -133,7 +132,7 @@ def render(info: dict[str, Any]) -> list[str]:
 
 def _finish(as_json: bool, code: int, doc: dict[str, Any], line: str | None = None) -> None:
     if as_json:
-        click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2, default=str).decode())
+        echo_json(doc)
     elif line:
         click.echo(line, err=True)
     sys.exit(code)
@@ -156,19 +155,22 @@ def status(as_json: bool) -> None:
 
     try:
         settings, conn = _connect()
-    except (config_mod.ConfigError, DatabaseError) as exc:
-        error = one_line(str(exc))
+    except (config_mod.ConfigError, DatabaseError, psycopg.Error, OSError) as exc:
+        error = one_line(str(exc)) or type(exc).__name__
         _finish(as_json, NONE, {"connected": False, "error": error}, f"no connection: {error}")
         return
     try:
         with conn:
             info = gather(conn, settings)
-    except psycopg.Error as exc:
-        error = describe_db_error(exc)
+    except Exception as exc:  # any failure here must read as 2, never as 1 ("a job is incomplete")
+        error = (
+            describe_db_error(exc) if isinstance(exc, psycopg.Error) else f"{type(exc).__name__}: {one_line(str(exc))}"
+        )
         _finish(as_json, QUERY_ERROR, {"connected": True, "error": error}, f"status query failed: {error}")
         return
+    code = INCOMPLETE if info["incomplete_jobs"] else NONE
     if as_json:
-        _finish(True, INCOMPLETE if info["incomplete_jobs"] else NONE, info)
+        _finish(True, code, info)
     for line in render(info):
         click.echo(line)
-    sys.exit(INCOMPLETE if info["incomplete_jobs"] else NONE)
+    sys.exit(code)

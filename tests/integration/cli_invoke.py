@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 
+import psycopg
 from click.testing import CliRunner, Result
 
 from reactor.cli import main
@@ -32,3 +33,10 @@ def assert_clean_error(result: Result, code: int = 1) -> str:
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     assert "Traceback" not in out, out
     return out
+
+
+def execute(url: str, *statements: str) -> None:
+    """Run SQL statements as the test's setup (autocommit, one after the other)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)  # type: ignore[arg-type]

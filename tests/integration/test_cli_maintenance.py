@@ -9,19 +9,12 @@ import pty
 import subprocess
 import sys
 
-import psycopg
 import pytest
 
 from reactor.store import JobConfig
 from tests.conftest import ROOT, reactor_env, run_cli, scalar
-from tests.integration.cli_invoke import assert_clean_error, invoke
+from tests.integration.cli_invoke import assert_clean_error, execute, invoke
 from tests.integration.helpers import assert_consistent, insert
-
-
-def _sql(url: str, *statements: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        for statement in statements:
-            conn.execute(statement)  # type: ignore[arg-type]
 
 
 def _analysed(url: str, texts: list[str | None]) -> list[int]:
@@ -82,7 +75,7 @@ def test_uninstall_on_a_terminal_asks_first(pg_url: str) -> None:
 
 
 def test_show_tells_one_rows_story(pg_url: str) -> None:
-    _sql(pg_url, "INSERT INTO topics (label) VALUES ('delivery'), ('price')")
+    execute(pg_url, "INSERT INTO topics (label) VALUES ('delivery'), ('price')")
     (fid,) = _analysed(pg_url, ["The delivery was quick and the delivery man friendly"])
     result = invoke(pg_url, "show", str(fid))
     assert result.exit_code == 0, result.output
@@ -98,7 +91,7 @@ def test_show_tells_one_rows_story(pg_url: str) -> None:
 
 
 def test_show_queue_parked_and_search_states(pg_url: str) -> None:
-    _sql(
+    execute(
         pg_url,
         "INSERT INTO reactor.queue (feedback_id, op, attempts, last_error) VALUES (77, 'upsert', 2, 'model crashed')",
         "INSERT INTO reactor.failed (queue_id, feedback_id, op, attempts, error, enqueued_at)"
@@ -118,7 +111,7 @@ def test_show_queue_parked_and_search_states(pg_url: str) -> None:
 def test_failed_lists_parked_rows_and_documents(pg_url: str) -> None:
     empty = invoke(pg_url, "failed")
     assert empty.exit_code == 0 and "parked feedback rows: 0" in empty.stdout
-    _sql(
+    execute(
         pg_url,
         "INSERT INTO reactor.failed (queue_id, feedback_id, op, attempts, error, enqueued_at) VALUES"
         " (-1, 11, 'upsert', 5, 'tokenizer exploded', now()), (-2, 12, 'upsert', 5, 'boom', now())",
@@ -142,7 +135,7 @@ def test_failed_lists_parked_rows_and_documents(pg_url: str) -> None:
 
 def _jobs(url: str) -> None:
     """Old finished jobs (ids 1-5, with job_runs), an old running one, recent ones, another job's old one."""
-    _sql(
+    execute(
         url,
         "INSERT INTO jobs (id, job_name, status, updated_at) SELECT g, 'feedback_analysis', 'completed',"
         " now() - interval '40 days' FROM generate_series(1, 5) g",
@@ -171,7 +164,7 @@ def test_prune_deletes_old_finished_jobs_in_batches(pg_url: str) -> None:
 
 
 def test_prune_keeps_the_newest_job_even_when_old(pg_url: str) -> None:
-    _sql(
+    execute(
         pg_url,
         "INSERT INTO jobs (job_name, status, updated_at) SELECT 'feedback_analysis', 'completed',"
         " now() - interval '90 days' FROM generate_series(1, 3)",
@@ -185,13 +178,13 @@ def test_prune_default_is_the_configured_retention(pg_url: str) -> None:
     if not hasattr(JobConfig(), "jobs_retention_days"):
         pytest.skip("the job_configs parser does not know jobs_retention_days yet (prune uses 30 days)")
     _jobs(pg_url)
-    _sql(pg_url, """UPDATE job_configs SET config = config || '{"jobs_retention_days": 60}'""")
+    execute(pg_url, """UPDATE job_configs SET config = config || '{"jobs_retention_days": 60}'""")
     assert "0 jobs rows of 'feedback_analysis' are older than 60 days" in invoke(pg_url, "prune", "--dry-run").stdout
 
 
 def test_prune_leaves_analysis_consistent(pg_url: str) -> None:
     _analysed(pg_url, ["first", "second batch text"])
-    _sql(pg_url, "UPDATE jobs SET updated_at = now() - interval '100 days'")
+    execute(pg_url, "UPDATE jobs SET updated_at = now() - interval '100 days'")
     assert invoke(pg_url, "prune").exit_code == 0
     assert scalar(pg_url, "SELECT count(*) FROM jobs") == 1
     assert_consistent(pg_url)

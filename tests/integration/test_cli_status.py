@@ -5,16 +5,8 @@ from __future__ import annotations
 
 import json
 
-import psycopg
-
 from tests.conftest import reactor_env, run_cli
-from tests.integration.cli_invoke import invoke
-
-
-def _sql(url: str, *statements: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        for statement in statements:
-            conn.execute(statement)  # type: ignore[arg-type]
+from tests.integration.cli_invoke import execute, invoke
 
 
 def test_production_without_aws_credentials_is_no_connection() -> None:
@@ -49,7 +41,7 @@ def test_json_when_the_database_is_unreachable() -> None:
 
 
 def test_missing_schema_is_one_line_naming_reactor_sql_exit_2(pg_url: str) -> None:
-    _sql(pg_url, "DROP SCHEMA reactor CASCADE")
+    execute(pg_url, "DROP SCHEMA reactor CASCADE")
     result = invoke(pg_url, "status")
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
@@ -64,7 +56,7 @@ def test_missing_schema_is_one_line_naming_reactor_sql_exit_2(pg_url: str) -> No
 
 def test_a_killed_reactors_job_is_not_incomplete_forever(pg_url: str) -> None:
     """A `processing` job whose batch lease expired (its reactor was killed) is counted as abandoned."""
-    _sql(
+    execute(
         pg_url,
         "INSERT INTO jobs (id, job_name, status) VALUES (900, 'feedback_analysis', 'processing')",
         "INSERT INTO reactor.job_runs (job_id, claim_token, worker_id, rows, lease_until)"
@@ -73,13 +65,13 @@ def test_a_killed_reactors_job_is_not_incomplete_forever(pg_url: str) -> None:
     result = invoke(pg_url, "status")
     assert result.exit_code == 0, result.output
     assert "incomplete jobs: 0 (1 abandoned by a reactor that stopped: counted as failed)" in result.stdout
-    _sql(pg_url, "UPDATE reactor.job_runs SET lease_until = now() + interval '1 minute' WHERE job_id = 900")
+    execute(pg_url, "UPDATE reactor.job_runs SET lease_until = now() + interval '1 minute' WHERE job_id = 900")
     live = invoke(pg_url, "status", "--json")
     assert live.exit_code == 1 and json.loads(live.stdout)["incomplete_jobs"] == 1
 
 
 def test_effective_config_and_its_problems_as_warnings(pg_url: str) -> None:
-    _sql(pg_url, """UPDATE job_configs SET config = '{"batch_size": "abc"}'""")
+    execute(pg_url, """UPDATE job_configs SET config = '{"batch_size": "abc"}'""")
     result = invoke(pg_url, "status")
     assert result.exit_code == 0
     assert "state: running (batch_size 10, max_attempts 5" in result.stdout, result.stdout
@@ -92,7 +84,7 @@ def test_effective_config_and_its_problems_as_warnings(pg_url: str) -> None:
 def test_topics_stale_rows_and_search_errors(pg_url: str) -> None:
     result = invoke(pg_url, "status")
     assert "topics: 0 active" in result.stdout and "warning: no active topics" in result.stdout
-    _sql(
+    execute(
         pg_url,
         "INSERT INTO topics (label) VALUES ('delivery'), ('price')",
         "INSERT INTO reactor.feedback_analysis (feedback_id, sentiment_model, zero_shot_model, topic_set,"
