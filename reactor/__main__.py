@@ -1,3 +1,3 @@
 from reactor.cli import main
 
-main()
+main(prog_name="reactor")

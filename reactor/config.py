@@ -1,24 +1,35 @@
 """Settings from the environment and `.env`, merged with AWS Secrets Manager outside `local`.
 
-Names are the original worker's (DATABASE_URL, OPENSEARCH_*, FLASK_ENV) plus REACTOR_* knobs.
+Names are the original worker's (DATABASE_URL, OPENSEARCH_*, FLASK_ENV) plus REACTOR_* knobs. This is the
+one place the reactor reads its environment: every value is checked here, so a bad one is refused with one
+line naming the variable instead of a traceback wherever it is first used.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import orjson
 
 from reactor import logs
+from reactor.enrich import DEFAULT_MAX_TEXT_BYTES
 
 SECRET_KEYS = ("DATABASE_URL", "REACTOR_LISTEN_URL", "OPENSEARCH_ENDPOINT", "OPENSEARCH_USER", "OPENSEARCH_PASS")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+T = TypeVar("T")
 
 
 class ConfigError(Exception):
     """Configuration that cannot work; the message says what to fix."""
+
+
+class InvalidSetting(ConfigError):
+    """A value the operator wrote wrong: retrying cannot help (the CLI exits 2, like a bad option)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +48,9 @@ class Settings:
     models: str = "models_onnx"  # ONNX folder, or "stand-in" for the fast fake models
     precision: str = "fp32"
     device: str = "auto"
+    log_level: str = "INFO"
+    max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES  # longer texts are parked instead of analysed
+    retry_base_s: float | None = None  # backoff base of a failing row; None: the reactor's default
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -44,10 +58,98 @@ class Settings:
         return bool(self.opensearch_endpoint)
 
 
+_DRIVER_SUFFIX = re.compile(r"^(?:postgres|postgresql)(?:\+[a-z0-9_]+)?://", re.I)
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept the original worker's SQLAlchemy URLs: `postgresql+psycopg2://`, `postgresql+psycopg://` and
+    `postgres://` become `postgresql://` (libpq knows no driver suffix); conninfo strings pass unchanged."""
+    url = url.strip()
+    return _DRIVER_SUFFIX.sub("postgresql://", url, count=1)
+
+
+def _url(env: Mapping[str, str], name: str) -> str | None:
+    """A PostgreSQL URL from the environment, its credentials registered as secrets, SQLAlchemy forms accepted."""
+    url = (env.get(name) or "").strip() or None
+    if url:
+        register_url_credentials(url)
+        url = normalize_database_url(url)
+    return url
+
+
+def register_url_credentials(url: str) -> None:
+    """Mask the password of a URL wherever it could appear later, in its written and its decoded form, even
+    when the URL is malformed (libpq then quotes it whole in its error)."""
+    try:
+        parts = urlsplit(url)
+        raw = parts.netloc.rpartition("@")[0].partition(":")[2] if "@" in parts.netloc else ""
+    except ValueError:
+        raw = ""
+    for value in (raw, unquote(raw)):
+        logs.register_secret(value)
+    match = re.search(r"\bpassword\s*=\s*('[^']*'|\S+)", url)  # conninfo form
+    if match:
+        logs.register_secret(match.group(1).strip("'"))
+
+
 def _flag(value: str | None, default: bool) -> bool:
     if value is None or value == "":
         return default
     return value.strip().lower() not in ("0", "false", "no", "off")
+
+
+def _value(env: Mapping[str, str], key: str, default: T, parse: Callable[[str], T], what: str) -> T:
+    """env[key] parsed, the default when unset or empty, a ConfigError naming the variable when invalid."""
+    raw = (env.get(key) or "").strip()
+    if not raw:
+        return default
+    try:
+        return parse(raw)
+    except ValueError:
+        raise InvalidSetting(f"{key}={raw!r} is not {what}") from None
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError(raw)
+    return value
+
+
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(raw)
+    return value
+
+
+def _one_of(choices: tuple[str, ...] | list[str]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw.lower() not in choices:
+            raise ValueError(raw)
+        return raw.lower()
+
+    return parse
+
+
+def parse_log_level(raw: str) -> str:
+    """`info`, `WARNING`... → the logging name; a ValueError for anything else."""
+    return _one_of(LOG_LEVELS)(raw).upper()
+
+
+def environment(environ: Mapping[str, str] | None = None, *, dotenv: bool = True) -> dict[str, str]:
+    """The process environment with `.env` (REACTOR_DOTENV) filled in underneath, or `environ` as given."""
+    if dotenv and environ is None:
+        from dotenv import load_dotenv
+
+        load_dotenv(os.environ.get("REACTOR_DOTENV", ".env"), override=False)
+    return dict(os.environ if environ is None else environ)
+
+
+def log_level(environ: Mapping[str, str] | None = None) -> str:
+    """REACTOR_LOG_LEVEL, read before anything else so that every later line is logged at the right level."""
+    levels = ", ".join(LOG_LEVELS)
+    return _value(environment(environ), "REACTOR_LOG_LEVEL", "INFO", parse_log_level, f"one of {levels}")
 
 
 def fetch_secret(name: str, region: str | None) -> dict[str, str]:
@@ -72,13 +174,11 @@ def fetch_secret(name: str, region: str | None) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()}
 
 
-def load(environ: dict[str, str] | None = None, *, dotenv: bool = True) -> Settings:
+def load(environ: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Settings:
     """Build Settings; outside `local` the AWS secret's keys fill in what the environment lacks."""
-    if dotenv and environ is None:
-        from dotenv import load_dotenv
+    from reactor.nlp.onnx import DEVICES, PRECISIONS
 
-        load_dotenv(os.environ.get("REACTOR_DOTENV", ".env"), override=False)
-    env = dict(os.environ if environ is None else environ)
+    env = environment(environ, dotenv=dotenv)
     stage = (env.get("REACTOR_ENV") or env.get("FLASK_ENV") or "local").strip().lower()
     if stage != "local":
         secret = fetch_secret(
@@ -90,10 +190,11 @@ def load(environ: dict[str, str] | None = None, *, dotenv: bool = True) -> Setti
     for key in SECRET_KEYS:
         if key.endswith("PASS"):
             logs.register_secret(env.get(key))
-    settings = Settings(
+    database_url, listen_url = (_url(env, name) for name in ("DATABASE_URL", "REACTOR_LISTEN_URL"))
+    return Settings(
         env=stage,
-        database_url=env.get("DATABASE_URL") or None,
-        listen_url=env.get("REACTOR_LISTEN_URL") or None,
+        database_url=database_url,
+        listen_url=listen_url,
         opensearch_endpoint=env.get("OPENSEARCH_ENDPOINT") or None,
         opensearch_user=env.get("OPENSEARCH_USER") or None,
         opensearch_pass=env.get("OPENSEARCH_PASS") or None,
@@ -103,17 +204,13 @@ def load(environ: dict[str, str] | None = None, *, dotenv: bool = True) -> Setti
         job_key=env.get("REACTOR_JOB_KEY", "feedback_analysis"),
         job_name=env.get("REACTOR_JOB_NAME", "feedback_analysis"),
         models=env.get("REACTOR_MODELS", "models_onnx"),
-        precision=env.get("REACTOR_PRECISION", "fp32"),
-        device=env.get("REACTOR_DEVICE", "auto"),
+        precision=_value(
+            env, "REACTOR_PRECISION", "fp32", _one_of(list(PRECISIONS)), f"one of {', '.join(PRECISIONS)}"
+        ),
+        device=_value(env, "REACTOR_DEVICE", "auto", _one_of(DEVICES), f"one of {', '.join(DEVICES)}"),
+        log_level=log_level(env),
+        max_text_bytes=_value(
+            env, "REACTOR_MAX_TEXT_BYTES", DEFAULT_MAX_TEXT_BYTES, _positive_int, "a number of bytes ≥ 1"
+        ),
+        retry_base_s=_value(env, "REACTOR_RETRY_BASE_S", None, _non_negative_float, "a number of seconds ≥ 0"),
     )
-    for url in (settings.database_url, settings.listen_url):
-        if url:
-            _register_url_password(url)
-    return settings
-
-
-def _register_url_password(url: str) -> None:
-    from psycopg.conninfo import conninfo_to_dict
-
-    with contextlib.suppress(Exception):  # a malformed URL is reported where it is used
-        logs.register_secret(str(conninfo_to_dict(url).get("password") or ""))

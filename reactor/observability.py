@@ -12,6 +12,7 @@ import contextlib
 import logging
 import resource
 import shutil
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -129,8 +130,51 @@ def report_batch(
 Health = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
 
 
-async def serve(host: str, port: int, metrics: Metrics, health: Health, stop: asyncio.Event) -> None:
-    """Serve until `stop` is set."""
+class HttpAddressError(Exception):
+    """An `--http` address that cannot be served; the message is one line naming the address."""
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    """`HOST:PORT`, `:PORT`, `PORT` or `[IPv6]:PORT` → (host, port); the host defaults to 127.0.0.1."""
+    text = value.strip()
+    host, sep, port = text.rpartition(":")
+    if not sep and text.isdigit():
+        host, port = "", text
+    elif not sep or not port:
+        raise HttpAddressError(f"--http {value!r}: give HOST:PORT, e.g. 127.0.0.1:9187 (port 0: any free port)")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise HttpAddressError(f"--http {value!r}: the port must be a number from 0 to 65535")
+    return (host.strip("[]") or "127.0.0.1"), int(port)
+
+
+def bind_http(value: str) -> socket.socket:
+    """Parse and bind `--http` at once, so a wrong address or a port in use stops the daemon at start."""
+    host, port = parse_address(value)
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except OSError as exc:
+        raise HttpAddressError(f"--http {value!r}: unknown host {host!r} ({exc.strerror or exc})") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise HttpAddressError(f"--http {value!r}: cannot listen there: {exc.strerror or exc}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def http_url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def serve(sock: socket.socket, metrics: Metrics, health: Health, stop: asyncio.Event) -> None:
+    """Serve on the socket `bind_http` bound until `stop` is set."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -159,16 +203,10 @@ async def serve(host: str, port: int, metrics: Metrics, health: Health, stop: as
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    server = await asyncio.start_server(handle, host, port)
-    logs.event(log, "http.listening", address=f"http://{host}:{port}", routes=["/health", "/metrics"])
+    server = await asyncio.start_server(handle, sock=sock)
+    logs.event(log, "http.listening", address=http_url(sock), routes=["/health", "/metrics"])
     async with server:
         await stop.wait()
-
-
-def parse_address(value: str) -> tuple[str, int]:
-    """`HOST:PORT` or `PORT` → (host, port); defaults to 127.0.0.1."""
-    host, _, port = value.rpartition(":")
-    return (host or "127.0.0.1"), int(port)
 
 
 def age_s(since: float | None) -> float | None:

@@ -28,7 +28,7 @@ from reactor.batching import sleep_unless
 from reactor.control import JobConfig
 from reactor.enrich import Enricher, ItemError, Result
 from reactor.housekeeping import Housekeeping
-from reactor.observability import Metrics, age_s, report_batch
+from reactor.observability import Metrics, age_s, report_batch, serve
 from reactor.ports import Listener, Sink, Store
 from reactor.store import SchemaMissing
 from reactor.wakeup import Doorbell
@@ -57,6 +57,7 @@ class Options:
     db_retry_base_s: float = 0.2  # backoff base for a transaction that failed transiently
     exit_when_idle: bool = False  # stop once the queue is drained (demo, scripts)
     pool_size: int = 4
+    http: socket.socket | None = None  # /health and /metrics, bound by observability.bind_http at start
     stall_s: float = 120.0  # /health says DOWN when ready rows wait this long with no progress
 
 
@@ -113,7 +114,7 @@ class Reactor:
             return "stopping"
         return "running" if self.config.run_next_job else "paused"
 
-    async def run(self, serve_http: Callable[[Reactor], Awaitable[None]] | None = None) -> int:
+    async def run(self) -> int:
         await asyncio.get_running_loop().run_in_executor(self.executor, self.enricher.warm_up)
         await self.store.open()
         with contextlib.suppress(*TRANSIENT, SchemaMissing, psycopg.errors.UndefinedTable):
@@ -121,8 +122,8 @@ class Reactor:
         self.doorbell.kick()  # catch-up pass at start
         tasks = [asyncio.create_task(self.listener.run(self.stop_event, self), name="listener")]
         tasks += self.housekeeping.tasks(self.stop_event)
-        if serve_http is not None:
-            tasks.append(asyncio.create_task(serve_http(self), name="http"))
+        if self.opt.http is not None:
+            tasks.append(asyncio.create_task(serve(self.opt.http, self.metrics, self.health, self.stop_event)))
         if self.sink is not None:
             tasks.append(asyncio.create_task(self.sink.run(self.stop_event), name="sink"))
         logs.event(

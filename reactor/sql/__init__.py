@@ -180,8 +180,18 @@ def _statements(text: str) -> list[str]:
     return [s.strip() for s in body.split(";") if s.strip()]
 
 
+def uninstall_counts(conn: psycopg.Connection) -> dict[str, int]:
+    """Rows in every table of schema `reactor`: what `uninstall` drops (empty when nothing is installed)."""
+    tables = [row[0] for row in conn.execute(q("reactor_tables"))]
+    counts = {}
+    for table in tables:
+        row = conn.execute(sql.SQL("SELECT count(*) FROM reactor.{}").format(sql.Identifier(table))).fetchone()
+        counts[table] = int(row[0]) if row else 0
+    return counts
+
+
 def uninstall(conn: psycopg.Connection) -> None:
-    """Drop triggers and the reactor schema; user tables and rows stay."""
+    """Drop triggers and the reactor schema (analyses and word counts with it); user tables and rows stay."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [INSTALL_LOCK])
         conn.execute(cast(LiteralString, read("uninstall.sql")))

@@ -246,17 +246,6 @@ INSERT INTO reactor.queue (feedback_id, op, enqueued_at) SELECT feedback_id, op,
 UPDATE reactor.outbox SET parked_at = NULL, attempts = 0, not_before = '-infinity', last_error = NULL
  WHERE parked_at IS NOT NULL;
 
--- name: status
-SELECT
-    (SELECT count(*) FROM reactor.queue)                                              AS queue_depth,
-    (SELECT count(*) FROM reactor.queue WHERE claimed_until >= now())                 AS in_flight,
-    (SELECT count(*) FROM reactor.failed)                                             AS failed_rows,
-    (SELECT count(*) FROM reactor.feedback_analysis)                                  AS analysed,
-    (SELECT count(*) FROM reactor.outbox WHERE parked_at IS NULL)                     AS outbox_depth,
-    (SELECT count(*) FROM reactor.outbox WHERE parked_at IS NOT NULL)                 AS outbox_parked,
-    (SELECT count(*) FROM jobs WHERE status = 'processing')                           AS incomplete_jobs,
-    (SELECT config::jsonb FROM job_configs WHERE key = %(key)s ORDER BY id LIMIT 1)  AS config;
-
 -- name: last_job
 SELECT j.id, j.status, j.last_processed_id, j.updated_at, r.rows, r.duration_ms, r.error
   FROM jobs j LEFT JOIN reactor.job_runs r ON r.job_id = j.id
@@ -308,3 +297,105 @@ SELECT count(*) FROM reactor.feedback_analysis a
                                 OR a.sentiment_model IS DISTINCT FROM %(sentiment_model)s
                                 OR a.zero_shot_model IS DISTINCT FROM %(zero_shot_model)s))
     OR (%(mode)s = 'since' AND a.analyzed_at < %(since)s);
+
+-- ============================================================================================================
+-- Operator commands (reactor/cli): wake-ups, status, show, failed, prune, uninstall counts.
+-- ============================================================================================================
+
+-- name: wake_reactors
+-- A wake-up for idle reactors after work was queued by a command (the payload is never data).
+SELECT pg_notify('reactor_work', '');
+
+-- name: status_counts
+-- `reactor status`: one read-only snapshot. A `processing` job whose batch lease expired belongs to a reactor
+-- that stopped: it is counted apart as abandoned (the next claim closes it as failed), not as incomplete.
+WITH open_jobs AS (
+    SELECT j.id,
+           EXISTS (SELECT 1 FROM reactor.job_runs r
+                    WHERE r.job_id = j.id AND r.finished_at IS NULL AND r.lease_until < now()) AS abandoned
+      FROM jobs j
+     WHERE j.status = 'processing'
+)
+SELECT
+    (SELECT count(*) FROM reactor.queue)                                                    AS queue_depth,
+    (SELECT count(*) FROM reactor.queue WHERE claimed_until >= now())                       AS in_flight,
+    (SELECT count(*) FROM reactor.queue WHERE last_error IS NOT NULL)                       AS retrying,
+    (SELECT count(*) FROM reactor.failed)                                                   AS failed_rows,
+    (SELECT count(*) FROM reactor.feedback_analysis)                                        AS analysed,
+    (SELECT count(*) FROM reactor.outbox WHERE parked_at IS NULL)                           AS outbox_depth,
+    (SELECT count(*) FROM reactor.outbox WHERE parked_at IS NULL AND last_error IS NOT NULL) AS outbox_retrying,
+    (SELECT last_error FROM reactor.outbox WHERE parked_at IS NULL AND last_error IS NOT NULL
+      ORDER BY not_before DESC, id DESC LIMIT 1)                                            AS outbox_last_error,
+    (SELECT count(*) FROM reactor.outbox WHERE parked_at IS NOT NULL)                       AS outbox_parked,
+    (SELECT count(*) FROM open_jobs WHERE NOT abandoned)                                    AS incomplete_jobs,
+    (SELECT count(*) FROM open_jobs WHERE abandoned)                                        AS abandoned_jobs,
+    (SELECT count(*) FROM topics WHERE is_active)                                           AS active_topics;
+
+-- name: status_stale
+-- Analysed rows `reactor reprocess --stale` would requeue: another topic set than the active one, or other
+-- models than those of the newest analysis (the models the reactors run now).
+WITH newest AS (
+    SELECT sentiment_model, zero_shot_model FROM reactor.feedback_analysis ORDER BY analyzed_at DESC LIMIT 1
+)
+SELECT count(*) FILTER (WHERE a.topic_set IS DISTINCT FROM %(topic_set)s)                       AS topics_changed,
+       count(*) FILTER (WHERE a.sentiment_model IS DISTINCT FROM n.sentiment_model
+                           OR a.zero_shot_model IS DISTINCT FROM n.zero_shot_model)            AS models_changed,
+       count(*) FILTER (WHERE a.topic_set IS DISTINCT FROM %(topic_set)s
+                           OR a.sentiment_model IS DISTINCT FROM n.sentiment_model
+                           OR a.zero_shot_model IS DISTINCT FROM n.zero_shot_model)            AS stale
+  FROM reactor.feedback_analysis a CROSS JOIN newest n;
+
+-- name: show_feedback
+-- `reactor show ID`: everything about one feedback as JSON documents (all columns, whatever the migrations add).
+SELECT (SELECT to_jsonb(f) FROM feedbacks f WHERE f.id = %(id)s)                                  AS feedback,
+       (SELECT to_jsonb(a) - 'feedback_id' FROM reactor.feedback_analysis a WHERE a.feedback_id = %(id)s) AS analysis,
+       (SELECT coalesce(jsonb_agg(to_jsonb(q) - 'feedback_id' ORDER BY q.id), '[]')
+          FROM reactor.queue q WHERE q.feedback_id = %(id)s)                                      AS queue,
+       (SELECT coalesce(jsonb_agg(to_jsonb(x) - 'feedback_id' ORDER BY x.queue_id), '[]')
+          FROM reactor.failed x WHERE x.feedback_id = %(id)s)                                     AS failed,
+       (SELECT to_jsonb(o) - 'index_kind' - 'doc_id' FROM reactor.outbox o
+         WHERE o.index_kind = 'feedback' AND o.doc_id = %(id)s::text)                             AS search_document;
+
+-- name: failed_rows
+-- `reactor failed`: feedback rows parked after max_attempts, newest first.
+SELECT feedback_id, op, attempts, error, enqueued_at, failed_at
+  FROM reactor.failed ORDER BY failed_at DESC, queue_id DESC LIMIT %(limit)s;
+
+-- name: parked_documents
+-- `reactor failed`: search documents the sink parked after a permanent error, newest first.
+SELECT index_kind, doc_id, action, attempts, last_error, parked_at
+  FROM reactor.outbox WHERE parked_at IS NOT NULL ORDER BY parked_at DESC, id DESC LIMIT %(limit)s;
+
+-- name: failed_totals
+SELECT (SELECT count(*) FROM reactor.failed), (SELECT count(*) FROM reactor.outbox WHERE parked_at IS NOT NULL);
+
+-- name: prune_jobs
+-- Retention: one small batch of this reactor's finished `jobs` rows older than `days`, with their
+-- reactor.job_runs rows; never a 'processing' job and never the newest one (status shows it). Returns the
+-- number of jobs deleted: loop until it returns less than `batch`. Params: job_name, days, batch.
+WITH old AS (
+    SELECT j.id FROM jobs j
+     WHERE j.job_name = %(job_name)s AND j.status <> 'processing'
+       AND j.updated_at < now() - make_interval(days => %(days)s)
+       AND j.id < (SELECT max(id) FROM jobs WHERE job_name = %(job_name)s)
+     ORDER BY j.id
+     LIMIT %(batch)s
+       FOR UPDATE SKIP LOCKED
+), runs AS (
+    DELETE FROM reactor.job_runs r USING old WHERE r.job_id = old.id
+), gone AS (
+    DELETE FROM jobs j USING old WHERE j.id = old.id RETURNING 1
+)
+SELECT count(*) FROM gone;
+
+-- name: prune_jobs_count
+-- What prune_jobs would delete in all (`reactor prune --dry-run`, and the progress bar's total).
+SELECT count(*) FROM jobs j
+ WHERE j.job_name = %(job_name)s AND j.status <> 'processing'
+   AND j.updated_at < now() - make_interval(days => %(days)s)
+   AND j.id < (SELECT max(id) FROM jobs WHERE job_name = %(job_name)s);
+
+-- name: reactor_tables
+-- What `reactor sql --uninstall` drops: every table of schema reactor (counted one by one).
+SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = 'reactor' AND c.relkind IN ('r', 'p') ORDER BY c.relname;

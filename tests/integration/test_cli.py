@@ -62,7 +62,7 @@ def test_install_refuses_incompatible_existing_table(empty_db):
 
 def test_uninstall_keeps_user_data(pg_url):
     insert(pg_url, ["keep me"])
-    out = run_cli(pg_url, "sql", "--uninstall")
+    out = run_cli(pg_url, "sql", "--uninstall", "--yes")
     assert out.returncode == 0, out.stderr
     assert scalar(pg_url, "SELECT count(*) FROM feedbacks") == 1
     assert scalar(pg_url, "SELECT to_regnamespace('reactor')") is None
@@ -103,7 +103,7 @@ def test_wrong_database_url_gives_a_clear_error(pg_url):
     assert "cannot connect to PostgreSQL" in out.stderr
     assert "s3cretpw" not in out.stderr and "Traceback" not in out.stderr
     bad = run_cli("", "sql", env=reactor_env("not a url ==="))
-    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "not a valid PostgreSQL URL" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_missing_model_folder_is_a_clear_error(pg_url, tmp_path):
@@ -152,7 +152,7 @@ def test_retry_failed_requeues_parked_rows_and_parked_search_documents(pg_url):
             " ('word', 'fine', 'index', 0, NULL, NULL)"
         )
     status = run_cli(pg_url, "status")
-    assert "outbox 1 (1 parked: reactor retry-failed --only outbox)" in status.stdout, status.stdout
+    assert "outbox 1, 1 parked: reactor failed / reactor retry-failed --only outbox" in status.stdout, status.stdout
     out = run_cli(pg_url, "retry-failed", "--only", "outbox")
     assert out.returncode == 0, out.stderr
     assert "requeued 1 parked search documents" in out.stdout and "failed rows" not in out.stdout

@@ -11,7 +11,7 @@ import pytest
 from moto import mock_aws
 
 from reactor import config, logs
-from reactor.store import JobConfig
+from reactor.control import JobConfig
 
 
 def test_local_env_reads_environment_only():
@@ -59,20 +59,112 @@ def test_redact_conninfo_password():
     assert logs.redact("host=db password=abc123 user=x") == "host=db password=*** user=x"
 
 
+def test_job_config_keeps_the_last_valid_value_of_an_invalid_key():
+    """What is valid is decided in SQL (tests/integration/test_job_config.py); NULL means invalid."""
+    cfg = JobConfig(batch_size=25, max_attempts=7)
+    after = cfg.updated((False, None, None, 12, ['batch_size must be an integer from 1 to 10000, not "x"']))
+    assert (after.run_next_job, after.batch_size, after.max_attempts, after.jobs_retention_days) == (False, 25, 7, 12)
+    assert after.problems
+    assert cfg.updated(None).problems and cfg.updated(None).batch_size == JobConfig().batch_size
+
+
+def test_job_config_changes_name_each_change():
+    old, new = JobConfig(), JobConfig(run_next_job=False, batch_size=50)
+    assert [e for e, _ in old.changes(new)] == ["control.paused", "control.batch_size"]
+    assert old.changes(old) == []
+
+
 @pytest.mark.parametrize(
-    ("raw", "expected"),
+    ("given", "expected"),
     [
-        ({"batch_size": 25, "run_next_job": False}, (25, False)),
-        ({"batch_size": "40", "run_next_job": "true"}, (40, True)),
-        ({"batch_size": 0}, (1, True)),
-        ({"batch_size": "lots"}, (10, True)),
-        ({}, (10, True)),
-        (None, (10, True)),
-        ([1, 2], (10, True)),
+        ("postgresql+psycopg2://u:p@h:5432/db", "postgresql://u:p@h:5432/db"),
+        ("postgresql+psycopg://u@h/db", "postgresql://u@h/db"),
+        ("postgres://u@h/db", "postgresql://u@h/db"),
+        ("POSTGRESQL+PSYCOPG2://u@h/db", "postgresql://u@h/db"),
+        (" postgresql://u@h/db ", "postgresql://u@h/db"),
+        ("host=h dbname=db", "host=h dbname=db"),
     ],
 )
-def test_job_config_parse_is_forgiving_but_says_so(raw, expected):
-    cfg = JobConfig.parse(raw)
-    assert (cfg.batch_size, cfg.run_next_job) == expected
-    if raw not in ({}, {"batch_size": 25, "run_next_job": False}, {"batch_size": "40", "run_next_job": "true"}):
-        assert cfg.problems
+def test_sqlalchemy_urls_lose_their_driver_suffix(given, expected):
+    assert config.normalize_database_url(given) == expected
+    assert config.load({"DATABASE_URL": given}).database_url == expected
+
+
+def test_database_url_password_is_registered_in_every_form():
+    config.load({"DATABASE_URL": "postgresql+psycopg2://app:p%40ss-w0rd@db/prod"})
+    assert logs.redact("seen p@ss-w0rd and p%40ss-w0rd") == "seen *** and ***"
+    config.load({"DATABASE_URL": "host=db password='conn info pw' user=x"})
+    assert "conn info pw" not in logs.redact("libpq said: conn info pw")
+    assert logs.redact("postgresql://:pw-without-user@h/db") == "postgresql://:***@h/db"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"REACTOR_LOG_LEVEL": "loud"}, "REACTOR_LOG_LEVEL='loud' is not one of debug, info"),
+        ({"REACTOR_MAX_TEXT_BYTES": "2MB"}, "REACTOR_MAX_TEXT_BYTES='2MB' is not a number of bytes"),
+        ({"REACTOR_MAX_TEXT_BYTES": "-1"}, "REACTOR_MAX_TEXT_BYTES='-1'"),
+        ({"REACTOR_RETRY_BASE_S": "-2"}, "REACTOR_RETRY_BASE_S='-2' is not a number of seconds"),
+        ({"REACTOR_RETRY_BASE_S": "inf"}, "REACTOR_RETRY_BASE_S='inf'"),
+        ({"REACTOR_PRECISION": "fp64"}, "REACTOR_PRECISION='fp64' is not one of fp32"),
+        ({"REACTOR_DEVICE": "gpu"}, "REACTOR_DEVICE='gpu' is not one of auto, cpu, cuda"),
+    ],
+)
+def test_bad_environment_values_are_refused_by_the_loader(env, message):
+    with pytest.raises(config.ConfigError) as err:
+        config.load(env)
+    assert str(err.value).startswith(message)
+
+
+def test_environment_values_are_parsed_into_settings():
+    s = config.load(
+        {
+            "REACTOR_LOG_LEVEL": "debug",
+            "REACTOR_MAX_TEXT_BYTES": "1024",
+            "REACTOR_RETRY_BASE_S": "0.25",
+            "REACTOR_PRECISION": "INT8",
+        }
+    )
+    assert (s.log_level, s.max_text_bytes, s.retry_base_s, s.precision) == ("DEBUG", 1024, 0.25, "int8")
+    defaults = config.load({})
+    assert defaults.log_level == "INFO" and defaults.retry_base_s is None and defaults.max_text_bytes > 0
+
+
+def _last_line(stream: io.StringIO) -> dict:
+    lines = stream.getvalue().splitlines()
+    assert all(json.loads(line) for line in lines)
+    return json.loads(lines[-1])
+
+
+def test_a_library_traceback_is_folded_into_one_error_field():
+    stream = io.StringIO()
+    logs.setup("INFO", stream)
+    try:
+        raise ConnectionError("Cannot connect to host search:9200\n  second line of detail")
+    except ConnectionError as exc:
+        logging.getLogger("opensearch").warning("HEAD http://search:9200/ [status:N/A]", exc_info=exc)
+    line = _last_line(stream)
+    assert line["error"] == "ConnectionError: Cannot connect to host search:9200 second line of detail"
+    assert "exception" not in line and "\n" not in stream.getvalue().rstrip("\n")
+
+
+def test_a_reactor_bug_keeps_its_traceback_in_one_json_line():
+    stream = io.StringIO()
+    logs.setup("INFO", stream)
+    try:
+        raise ValueError("a bug")
+    except ValueError:
+        logging.getLogger("reactor.worker").exception("reactor.unexpected_error")
+    line = _last_line(stream)
+    assert "Traceback" in line["exception"] and "ValueError: a bug" in line["exception"]
+
+
+def test_python_warnings_become_json_lines():
+    """In a fresh interpreter: pytest records warnings itself, which would hide what the setup does."""
+    import subprocess
+    import sys
+
+    code = "from reactor import logs; logs.setup(); import warnings; warnings.warn('a library is deprecated')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    line = json.loads(out.stderr)
+    assert line["logger"] == "py.warnings" and "a library is deprecated" in line["event"]

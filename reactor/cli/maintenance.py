@@ -1,0 +1,197 @@
+"""`reactor retry-failed|reprocess`: give work another go."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import click
+
+from reactor.cli.common import CONTEXT, connect, database_url, load_enricher, open_db, settings_from_env
+from reactor.sql import q
+
+
+class PlainDate(click.DateTime):
+    """A date or date and time, shown and explained as `YYYY-MM-DD[THH:MM]` rather than strptime codes."""
+
+    name = "date"
+    metavar = "YYYY-MM-DD[THH:MM]"
+
+    def __init__(self) -> None:
+        super().__init__(["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"])
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:  # type: ignore[override]
+        return self.metavar
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            self.fail(f"{value!r} is not a date: use {self.metavar}, e.g. 2024-05-01 or 2024-05-01T14:30", param, ctx)
+
+
+@click.command("retry-failed", context_settings=CONTEXT, short_help="Requeue parked rows and search documents.")
+@click.option(
+    "--only",
+    type=click.Choice(["queue", "outbox"]),
+    default=None,
+    help="Only feedback rows parked by the reactor (queue) or only search documents parked by the sink (outbox).",
+)
+def retry_failed(only: str | None) -> None:
+    """Give parked work another go: failed feedback rows back into the queue, and OpenSearch documents
+    parked after a permanent error back into the outbox drain (after you fixed the cause).
+
+    \b
+    Example:
+      reactor failed                      # what is parked, and why
+      reactor retry-failed --only queue
+    """
+    _, conn = open_db()
+    with conn:
+        if only != "outbox":
+            moved = conn.execute(q("retry_failed")).rowcount
+            click.echo(f"requeued {moved} failed rows")
+        if only != "queue":
+            docs = conn.execute(q("retry_parked_outbox")).rowcount
+            click.echo(f"requeued {docs} parked search documents")
+        conn.execute(q("wake_reactors"))
+
+
+@click.command(context_settings=CONTEXT, short_help="Requeue analysed rows for a fresh analysis.")
+@click.option(
+    "--stale",
+    "mode",
+    flag_value="stale",
+    default=True,
+    help="Rows analysed with another topic set or other models than the current ones (default).",
+)
+@click.option("--all", "mode", flag_value="all", help="Every analysed row.")
+@click.option(
+    "--since",
+    "since",
+    type=PlainDate(),
+    default=None,
+    help="Rows analysed before this date/time, in the database's time zone (e.g. when a fix was deployed).",
+)
+@click.option(
+    "--models",
+    metavar="DIR|stand-in",
+    default=None,
+    help="Model folder whose ids count as current (default: REACTOR_MODELS).",
+)
+@click.option(
+    "--chunk",
+    type=click.IntRange(min=1, max=1_000_000),
+    metavar="ROWS",
+    default=5000,
+    show_default=True,
+    help="Rows requeued per transaction.",
+)
+@click.option("--dry-run", is_flag=True, help="Only count the rows.")
+def reprocess(mode: str, since: datetime | None, models: str | None, chunk: int, dry_run: bool) -> None:
+    """Requeue analysed rows for a fresh analysis at low priority (new feedback is always served first).
+
+    \b
+    Examples:
+      reactor reprocess --dry-run            # how many rows are stale
+      reactor reprocess --since 2024-05-01
+    """
+    from tqdm import tqdm
+
+    from reactor.enrich import topic_set_id
+
+    if since is not None:
+        if mode == "all":
+            raise click.UsageError("--all and --since exclude each other")
+        mode = "since"
+    settings = settings_from_env()
+    url = database_url(settings)
+    enricher = load_enricher(settings, models) if mode == "stale" else None
+    with connect(url) as conn:
+        labels = [r[0] for r in conn.execute(q("active_topics")).fetchall()]
+        params = {
+            "mode": mode,
+            "since": since,
+            "topic_set": topic_set_id(labels),
+            "chunk": chunk,
+            "after": -1,
+            "sentiment_model": enricher.sentiment.model_id if enricher else None,
+            "zero_shot_model": enricher.zero_shot.model_id if enricher else None,
+        }
+        row = conn.execute(q("reprocess_count"), params).fetchone()
+        total = row[0] if row else 0
+        if dry_run or not total:
+            click.echo(f"{total} analysed rows match ({mode})")
+            return
+        queued = 0
+        with tqdm(total=total, unit="row", desc="requeue", disable=None) as bar:
+            while True:
+                chunk_row = conn.execute(q("reprocess_chunk"), params).fetchone()
+                if not chunk_row or not chunk_row[1]:
+                    break
+                last, seen, added = chunk_row
+                conn.execute(q("wake_reactors"))
+                queued += added
+                params["after"] = last
+                bar.update(seen)
+    click.echo(f"requeued {queued} of {total} rows ({mode}); rows already waiting were left as they are")
+
+
+PRUNE_BATCH = 1000
+
+
+def retention_days(conn: Any, key: str) -> int:
+    """`jobs_retention_days` from the reactor's job_configs row, read through the one definition."""
+    from reactor.control import JobConfig
+
+    return JobConfig().updated(conn.execute(q("read_job_config"), {"key": key}).fetchone()).jobs_retention_days
+
+
+@click.command(context_settings=CONTEXT, short_help="Delete finished jobs rows older than the retention.")
+@click.option(
+    "--days",
+    type=click.IntRange(min=0, max=100_000),
+    metavar="N",
+    default=None,
+    help="Keep jobs rows of the last N days.  [default: job_configs jobs_retention_days, else 30]",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1, max=100_000),
+    metavar="ROWS",
+    default=PRUNE_BATCH,
+    show_default=True,
+    help="Rows deleted per transaction (small: the reactor keeps writing meanwhile).",
+)
+@click.option("--dry-run", is_flag=True, help="Only count the rows.")
+def prune(days: int | None, batch: int, dry_run: bool) -> None:
+    """Delete this reactor's finished `jobs` rows (with their reactor.job_runs details) older than the
+    retention, in small batches. Running jobs and the newest job are always kept.
+
+    \b
+    Example:
+      reactor prune --dry-run
+      reactor prune --days 7
+    """
+    from tqdm import tqdm
+
+    settings, conn = open_db()
+    with conn:
+        if days is None:
+            days = retention_days(conn, settings.job_key)
+        params = {"job_name": settings.job_name, "days": days, "batch": batch}
+        row = conn.execute(q("prune_jobs_count"), params).fetchone()
+        total = int(row[0]) if row else 0
+        if dry_run or not total:
+            click.echo(f"{total} jobs rows of {settings.job_name!r} are older than {days} days")
+            return
+        deleted = 0
+        with tqdm(total=total, unit="row", desc="prune jobs", disable=None) as bar:
+            while True:
+                row = conn.execute(q("prune_jobs"), params).fetchone()
+                gone = int(row[0]) if row else 0
+                deleted += gone
+                bar.update(gone)
+                if gone < batch:
+                    break
+    click.echo(f"deleted {deleted} jobs rows of {settings.job_name!r} older than {days} days")

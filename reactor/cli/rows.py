@@ -1,0 +1,160 @@
+"""`reactor show ID` and `reactor failed`: one feedback's whole story, and everything that is parked."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from reactor.cli.common import CONTEXT, echo_json, open_db
+from reactor.sql import q
+
+TOP_WORDS = 10
+
+
+def _short(text: Any, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@click.command(context_settings=CONTEXT, short_help="One feedback: text, analysis, queue and search state.")
+@click.argument("feedback_id", metavar="ID", type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def show(feedback_id: int, as_json: bool) -> None:
+    """Show one feedback row: its text, sentiment, topics with scores, words, the model ids, whether it waits
+    in the queue or was parked, and the state of its search document. Exit 1 if nothing is known about ID.
+
+    \b
+    Example:
+      reactor show 42
+      reactor show 42 --json | jq .analysis.topics
+    """
+    _, conn = open_db()
+    with conn:
+        row = conn.execute(q("show_feedback"), {"id": feedback_id}).fetchone()
+    assert row is not None
+    doc = dict(zip(("feedback", "analysis", "queue", "failed", "search_document"), row, strict=True))
+    doc = {"id": feedback_id, **doc}
+    found = doc["feedback"] or doc["analysis"] or doc["queue"] or doc["failed"] or doc["search_document"]
+    if as_json:
+        echo_json(doc)
+    elif not found:
+        click.echo(f"feedback {feedback_id}: not found (no row, no analysis, no queued or parked work)", err=True)
+    else:
+        for line in render_show(doc):
+            click.echo(line)
+    sys.exit(0 if found else 1)
+
+
+def render_show(doc: dict[str, Any]) -> list[str]:
+    """The human view of one feedback (`show`'s JSON document)."""
+    fid, feedback, analysis = doc["id"], doc["feedback"], doc["analysis"]
+    if feedback is None:
+        lines = [f"feedback {fid}: the row no longer exists (deleted)"]
+    else:
+        others = {k: v for k, v in feedback.items() if k not in ("id", "text") and v not in (None, "", [], {})}
+        lines = [f"feedback {fid}: {_short(feedback.get('text')) if feedback.get('text') else '(no text)'}"]
+        lines += [f"  {k}: {_short(v, 120)}" for k, v in others.items()]
+    if analysis is None:
+        lines.append("analysis: none yet")
+    else:
+        score = analysis.get("sentiment_score")
+        lines.append(
+            f"sentiment: {analysis.get('sentiment_label')}" + (f" {score:.3f}" if isinstance(score, float) else "")
+        )
+        topics = ", ".join(f"{t['label']} {t['score']:.3f}" for t in analysis.get("topics") or [])
+        lines.append(f"topics: {topics or '-'}")
+        words = sorted((analysis.get("word_counts") or {}).items(), key=lambda kv: (-kv[1], kv[0]))
+        shown = ", ".join(f"{w} {c}" for w, c in words[:TOP_WORDS])
+        more = f" (+{len(words) - TOP_WORDS} more)" if len(words) > TOP_WORDS else ""
+        lines.append(f"words: {shown or '-'}{more}")
+        lines.append(
+            f"models: sentiment {analysis.get('sentiment_model')}, zero-shot {analysis.get('zero_shot_model')}, "
+            f"topic set {analysis.get('topic_set')}"
+        )
+        lines.append(f"analysed at {analysis.get('analyzed_at')} (enqueued {analysis.get('enqueued_at')})")
+    if not doc["queue"]:
+        lines.append("queue: nothing waiting")
+    for item in doc["queue"]:
+        state = "leased by " + str(item["claimed_by"]) if item.get("claimed_by") else f"ready from {item['not_before']}"
+        error = f", last error: {_short(item['last_error'], 200)}" if item.get("last_error") else ""
+        lines.append(f"queue: {item['op']} waiting, attempt {item['attempts']}, {state}{error}")
+    for item in doc["failed"]:
+        lines.append(
+            f"parked: {item['op']} after {item['attempts']} attempts at {item['failed_at']}: "
+            f"{_short(item['error'], 200)} (reactor retry-failed)"
+        )
+    search = doc["search_document"]
+    if search is None:
+        lines.append("search document: nothing pending in the outbox")
+    elif search.get("parked_at"):
+        lines.append(
+            f"search document: parked at {search['parked_at']}: {_short(search.get('last_error'), 200)} "
+            "(reactor retry-failed --only outbox)"
+        )
+    else:
+        error = f", last error: {_short(search['last_error'], 200)}" if search.get("last_error") else ""
+        lines.append(f"search document: {search['action']} pending, {search['attempts']} attempts{error}")
+    return lines
+
+
+@click.command(context_settings=CONTEXT, short_help="List parked rows and search documents with their errors.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    metavar="N",
+    default=50,
+    show_default=True,
+    help="Show at most this many of each.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def failed(limit: int, as_json: bool) -> None:
+    """List feedback rows parked after max_attempts and search documents parked after a permanent OpenSearch
+    error, newest first, each with its error. Fix the cause, then `reactor retry-failed`.
+
+    \b
+    Example:
+      reactor failed --limit 10
+      reactor failed --json | jq '.rows[].error'
+    """
+    _, conn = open_db()
+    with conn:
+        rows = conn.execute(q("failed_rows"), {"limit": limit}).fetchall()
+        docs = conn.execute(q("parked_documents"), {"limit": limit}).fetchall()
+        totals = conn.execute(q("failed_totals")).fetchone()
+    assert totals is not None
+    doc = {
+        "rows_total": totals[0],
+        "documents_total": totals[1],
+        "rows": [
+            dict(zip(("feedback_id", "op", "attempts", "error", "enqueued_at", "failed_at"), r, strict=True))
+            for r in rows
+        ],
+        "documents": [
+            dict(zip(("index_kind", "doc_id", "action", "attempts", "error", "parked_at"), d, strict=True))
+            for d in docs
+        ],
+    }
+    if as_json:
+        echo_json(doc)
+        return
+    click.echo(
+        f"parked feedback rows: {doc['rows_total']}" + (f" (newest {len(rows)})" if totals[0] > len(rows) else "")
+    )
+    for r in doc["rows"]:
+        click.echo(
+            f"  feedback {r['feedback_id']} ({r['op']}, {r['attempts']} attempts, {r['failed_at']:%Y-%m-%d %H:%M}): "
+            f"{_short(r['error'], 200)}"
+        )
+    click.echo(
+        f"parked search documents: {doc['documents_total']}"
+        + (f" (newest {len(docs)})" if totals[1] > len(docs) else "")
+    )
+    for d in doc["documents"]:
+        click.echo(
+            f"  {d['index_kind']} {d['doc_id']} ({d['action']}, {d['attempts']} attempts, "
+            f"{d['parked_at']:%Y-%m-%d %H:%M}): {_short(d['error'], 200)}"
+        )
+    if totals[0] or totals[1]:
+        click.echo("after fixing the cause: reactor retry-failed [--only queue|outbox]")
