@@ -179,7 +179,7 @@ class Reactor:
             except (*TRANSIENT, SchemaMissing, psycopg.errors.UndefinedTable) as exc:
                 failures += 1
                 self.metrics.failures.labels("database").inc()
-                delay = backoff.delay(failures, base=0.4, cap=30.0)
+                delay = backoff.delay(failures, base=self.opt.db_retry_base_s, cap=30.0)
                 logs.event(log, "reactor.db_error", logging.WARNING, error=logs.redact(str(exc)), retry_in_s=delay)
                 await sleep_unless(self.stop_event, delay)
                 reason = "kick"
@@ -283,16 +283,23 @@ class Reactor:
         """Run the models in the worker thread, extending the lease meanwhile; None if shutdown gave up."""
         future = asyncio.get_running_loop().run_in_executor(self.executor, self._call_models, claim)
         next_extend = time.monotonic() + self.opt.lease_s / 3
-        while True:
-            done, _ = await asyncio.wait({future}, timeout=min(0.5, self.opt.lease_s / 6))
-            if done:
-                return future.result()
-            if self.stop_event.is_set() and self._past_deadline():
-                return None
-            if time.monotonic() >= next_extend:
-                next_extend = time.monotonic() + self.opt.lease_s / 3
-                with contextlib.suppress(*TRANSIENT):
-                    await asyncio.wait_for(self.store.extend_lease(claim.token, self.opt.lease_s), 5)
+        stopping = asyncio.ensure_future(self.stop_event.wait())
+        try:
+            while True:
+                timeout = max(0.0, next_extend - time.monotonic())
+                if self.stop_deadline is not None:
+                    timeout = min(timeout, max(0.0, self.stop_deadline - time.monotonic()))
+                done, _ = await asyncio.wait({future, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if future in done:
+                    return future.result()
+                if self._past_deadline():
+                    return None
+                if time.monotonic() >= next_extend:
+                    next_extend = time.monotonic() + self.opt.lease_s / 3
+                    with contextlib.suppress(*TRANSIENT):
+                        await asyncio.wait_for(self.store.extend_lease(claim.token, self.opt.lease_s), 5)
+        finally:
+            stopping.cancel()
 
     def _call_models(self, claim: Claim) -> list[Result]:
         self.model_call_running = True

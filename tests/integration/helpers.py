@@ -49,3 +49,11 @@ def insert(url: str, texts: list[str | None]) -> list[int]:
             if not cur.nextset():
                 break
         return ids
+
+
+def store_config_bypassing_validation(url: str, config: str, key: str = "feedback_analysis") -> None:
+    """Store a job config the validation trigger would refuse, as a row written before `reactor sql` installed it."""
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        conn.execute("ALTER TABLE job_configs DISABLE TRIGGER reactor_job_configs_validate")
+        conn.execute("UPDATE job_configs SET config = %s::jsonb WHERE key = %s", [config, key])
+        conn.execute("ALTER TABLE job_configs ENABLE TRIGGER reactor_job_configs_validate")

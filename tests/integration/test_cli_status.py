@@ -7,6 +7,7 @@ import json
 
 from tests.conftest import reactor_env, run_cli
 from tests.integration.cli_invoke import execute, invoke
+from tests.integration.helpers import store_config_bypassing_validation
 
 
 def test_production_without_aws_credentials_is_no_connection() -> None:
@@ -71,11 +72,14 @@ def test_a_killed_reactors_job_is_not_incomplete_forever(pg_url: str) -> None:
 
 
 def test_effective_config_and_its_problems_as_warnings(pg_url: str) -> None:
-    execute(pg_url, """UPDATE job_configs SET config = '{"batch_size": "abc"}'""")
+    store_config_bypassing_validation(pg_url, '{"batch_size": "abc"}')
     result = invoke(pg_url, "status")
     assert result.exit_code == 0
     assert "state: running (batch_size 10, max_attempts 5" in result.stdout, result.stdout
-    assert "warning: job_configs 'feedback_analysis': batch_size='abc' is not a number" in result.stdout
+    assert (
+        "warning: job_configs 'feedback_analysis': batch_size must be an integer from 1 to 10000, not \"abc\""
+        in result.stdout
+    ), result.stdout
     assert "abc" not in result.stdout.splitlines()[0] and "None" not in result.stdout.splitlines()[0]
     doc = json.loads(invoke(pg_url, "status", "--json").stdout)
     assert doc["config"]["batch_size"] == 10 and doc["warnings"]
