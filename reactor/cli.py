@@ -442,7 +442,7 @@ def _register_optional() -> None:
     except ImportError:
         pass
     try:
-        from reactor.sinks.cli import reindex
+        from reactor.sinks.reindex import reindex
 
         main.add_command(reindex, "reindex")
     except ImportError:

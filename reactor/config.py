@@ -37,6 +37,9 @@ class Settings:
     precision: str = "fp32"
     device: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
+    opensearch_feedback_index: str = "feedback-analysis"  # OPENSEARCH_FEEDBACK_INDEX (an alias the sink manages)
+    opensearch_word_index: str = "wordcount-analysis"  # OPENSEARCH_WORD_INDEX
+    opensearch_aws_service: str = "es"  # OPENSEARCH_AWS_SERVICE: SigV4 service name ('aoss' for Serverless)
 
     @property
     def opensearch_enabled(self) -> bool:
@@ -103,7 +106,13 @@ def load(environ: dict[str, str] | None = None, *, dotenv: bool = True) -> Setti
         models=env.get("REACTOR_MODELS", "models_onnx"),
         precision=env.get("REACTOR_PRECISION", "fp32"),
         device=env.get("REACTOR_DEVICE", "auto"),
+        opensearch_feedback_index=env.get("OPENSEARCH_FEEDBACK_INDEX") or "feedback-analysis",
+        opensearch_word_index=env.get("OPENSEARCH_WORD_INDEX") or "wordcount-analysis",
+        opensearch_aws_service=env.get("OPENSEARCH_AWS_SERVICE") or "es",
     )
+    from reactor.sinks.endpoint import register_secrets  # user and password inside OPENSEARCH_ENDPOINT
+
+    register_secrets(settings.opensearch_endpoint)
     if settings.database_url:
         _register_url_password(settings.database_url)
     return settings

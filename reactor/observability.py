@@ -50,6 +50,18 @@ class Metrics:
         self.batch_seconds = Histogram(
             "reactor_batch_seconds", "Claim to commit per batch", buckets=LATENCY_BUCKETS, registry=r
         )
+        self.search_documents = Counter(
+            "reactor_search_documents_total", "Outbox rows the search sink handled, by outcome", ["outcome"], registry=r
+        )
+        self.search_rebuilds = Counter(
+            "reactor_search_index_rebuilds_total",
+            "Search indices rebuilt from PostgreSQL (missing, auto-created by OpenSearch, or the old layout)",
+            ["kind", "reason"],
+            registry=r,
+        )
+        self.search_backoff = Gauge(
+            "reactor_search_backoff_seconds", "Current pause of the search endpoint (0: none)", registry=r
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
