@@ -31,8 +31,8 @@ VOCABULARY = [f"term{i:03d}" for i in range(400)]
 
 
 def text_for(g: int) -> str:
-    """A feedback text; over 400 consecutive ids every word of VOCABULARY appears."""
-    return f"feedback {VOCABULARY[g % 400]} {VOCABULARY[(g * 7 + 3) % 400]}"
+    """A feedback text of two words; over 400 consecutive ids every word of VOCABULARY appears."""
+    return f"{VOCABULARY[g % 400]} {VOCABULARY[(g * 7 + 3) % 400]}"
 
 
 async def write_analysed(
