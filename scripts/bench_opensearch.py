@@ -56,19 +56,23 @@ def _database(url: str | None) -> tuple[str, object | None]:
     return server.get_uri(), server
 
 
+def _sink(os_url: str, pool: object, prefix: str, **kwargs: int) -> OpenSearchSink:
+    """A sink on throwaway indices named with `prefix` (deleted by the caller)."""
+    return OpenSearchSink(
+        Settings(opensearch_endpoint=os_url),
+        pool,  # type: ignore[arg-type]
+        feedback_index=f"{prefix}-feedback-analysis",
+        word_index=f"{prefix}-wordcount-analysis",
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
 async def bench(os_url: str, db_url: str, rows: int, batch: int, bulk_docs: int) -> float:
     from psycopg_pool import AsyncConnectionPool
 
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     async with AsyncConnectionPool(db_url, min_size=1, max_size=2, open=False) as pool:
-        sink = OpenSearchSink(
-            Settings(opensearch_endpoint=os_url),
-            pool,
-            feedback_index=f"{prefix}-feedback-analysis",
-            word_index=f"{prefix}-wordcount-analysis",
-            batch_size=batch,
-            bulk_max_docs=bulk_docs,
-        )
+        sink = _sink(os_url, pool, prefix, batch_size=batch, bulk_max_docs=bulk_docs)
         try:
             await sink.ensure_indices()  # before the rows exist: a later creation would backfill them
             async with await psycopg.AsyncConnection.connect(db_url) as conn:
@@ -98,12 +102,7 @@ async def bench_word_total(os_url: str, db_url: str, vocabulary: int) -> tuple[i
 
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     async with AsyncConnectionPool(db_url, min_size=1, max_size=2, open=False) as pool:
-        sink = OpenSearchSink(
-            Settings(opensearch_endpoint=os_url),
-            pool,
-            feedback_index=f"{prefix}-feedback-analysis",
-            word_index=f"{prefix}-wordcount-analysis",
-        )
+        sink = _sink(os_url, pool, prefix)
         try:
             await sink.ensure_indices()
             async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
@@ -120,6 +119,8 @@ async def bench_word_total(os_url: str, db_url: str, vocabulary: int) -> tuple[i
                     (TOTAL_DOC_ID,),
                 )
             res = await sink.drain_once()
+            async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+                await conn.execute("TRUNCATE reactor.word_counts, reactor.outbox")
             if res.indexed != 1:
                 raise SystemExit(f"word-total document not indexed: {res}")
             return size, build_s, res.elapsed_s

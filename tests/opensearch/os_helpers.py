@@ -237,6 +237,28 @@ class OutageProxy:
 
 
 @contextlib.asynccontextmanager
+async def pg(url: str) -> AsyncIterator[tuple[Any, psycopg.AsyncConnection[Any]]]:
+    """A pool for the sink and an autocommit connection for the test's own statements."""
+    async with opened_pool(url) as pool, await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        yield pool, conn
+
+
+@contextlib.asynccontextmanager
+async def running(sink: OpenSearchSink) -> AsyncIterator[asyncio.Task[None]]:
+    """The sink's run() as a task; stopped (it must end within 10 s) and closed on exit."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(sink.run(stop))
+    try:
+        yield task
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(task, 10)
+        finally:
+            await sink.close()
+
+
+@contextlib.asynccontextmanager
 async def opened_pool(url: str) -> AsyncIterator[Any]:
     from psycopg_pool import AsyncConnectionPool
 

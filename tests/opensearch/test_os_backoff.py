@@ -13,8 +13,9 @@ from opensearchpy.exceptions import TransportError
 from os_helpers import (
     aliases_of,
     assert_index_matches,
-    opened_pool,
     outbox_count,
+    pg,
+    running,
     seed_feedbacks,
     settings_for,
     sink_for,
@@ -70,10 +71,7 @@ class StubClient:
 
 def test_item_conditions_hold_rows_without_blame(os_pg_url: str) -> None:
     async def main() -> None:
-        async with (
-            opened_pool(os_pg_url) as pool,
-            await psycopg.AsyncConnection.connect(os_pg_url, autocommit=True) as conn,
-        ):
+        async with pg(os_pg_url) as (pool, conn):
             await seed_feedbacks(conn, 1, 1200)
             stub = StubClient({"3": 429, "700": 503, "800": 403, "900": 500, "950": 400})
             sink = OpenSearchSink(settings_for("http://unused:1"), pool, client=stub, bulk_max_docs=500)  # type: ignore[arg-type]
@@ -146,10 +144,7 @@ def test_backlog_flows_within_seconds_after_429_and_403_blocks(
     os_url: str, os_pg_url: str, index_names: dict[str, str]
 ) -> None:
     async def main() -> None:
-        async with (
-            opened_pool(os_pg_url) as pool,
-            await psycopg.AsyncConnection.connect(os_pg_url, autocommit=True) as conn,
-        ):
+        async with pg(os_pg_url) as (pool, conn):
             sink = sink_for(os_url, pool, index_names, poll_interval=0.1)
             real = sink.client
             sink.client = sink.guard.client = faulty = Rejecting(real)  # type: ignore[assignment]
@@ -160,9 +155,7 @@ def test_backlog_flows_within_seconds_after_429_and_403_blocks(
                     *await aliases_of(real, index_names["word_index"]),
                 ]
             )
-            stop = asyncio.Event()
-            task = asyncio.create_task(sink.run(stop))
-            try:
+            async with running(sink):
                 faulty.busy = True  # every item 429 (an overloaded cluster), deterministic
                 await seed_feedbacks(conn, 1, 300)
                 sink.wake()
@@ -193,10 +186,6 @@ def test_backlog_flows_within_seconds_after_429_and_403_blocks(
                 print(f"[backoff] {pending} outbox rows drained {took:.1f} s after the block was lifted")
                 assert await outbox_count(conn) == 0 and took < 8, took  # at most one endpoint pause (≤ 5 s)
                 await assert_index_matches(conn, real, index_names)
-            finally:
-                stop.set()
-                await asyncio.wait_for(task, 10)
-                await real.close()
 
     asyncio.run(main())
     assert_consistent(os_pg_url)

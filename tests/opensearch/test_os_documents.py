@@ -13,8 +13,8 @@ from os_helpers import (
     all_docs,
     assert_index_matches,
     drain_all,
-    opened_pool,
     outbox_count,
+    pg,
     seed_feedbacks,
     sink_for,
     write_analysed,
@@ -54,10 +54,7 @@ def test_hostile_values_never_stop_indexing(
     os_url: str, os_pg_url: str, index_names: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def main() -> None:
-        async with (
-            opened_pool(os_pg_url) as pool,
-            await psycopg.AsyncConnection.connect(os_pg_url, autocommit=True) as conn,
-        ):
+        async with pg(os_pg_url) as (pool, conn):
             await conn.execute("ALTER TABLE feedbacks ADD COLUMN score numeric, ADD COLUMN payload jsonb")
             await seed_feedbacks(conn, 1, len(HOSTILE))  # the first outbox rows are the hostile ones
             for fid, assignment in HOSTILE.items():
@@ -110,7 +107,7 @@ def test_hostile_values_never_stop_indexing(
 
 def _drain_and_check(url: str, os_url: str, index_names: dict[str, str]) -> dict[str, dict[str, Any]]:
     async def main() -> dict[str, dict[str, Any]]:
-        async with opened_pool(url) as pool, await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        async with pg(url) as (pool, conn):
             sink = sink_for(os_url, pool, index_names)
             try:
                 assert await sink.ensure_indices()

@@ -15,8 +15,9 @@ from opensearchpy import AsyncOpenSearch
 from os_helpers import (
     aliases_of,
     assert_index_matches,
-    opened_pool,
     outbox_count,
+    pg,
+    running,
     seed_feedbacks,
     sink_for,
 )
@@ -86,10 +87,7 @@ def test_deleted_index_comes_back_complete(
 
     async def main() -> None:
         metrics = Metrics()
-        async with (
-            opened_pool(os_pg_url) as pool,
-            await psycopg.AsyncConnection.connect(os_pg_url, autocommit=True) as conn,
-        ):
+        async with pg(os_pg_url) as (pool, conn):
             sink = sink_for(os_url, pool, index_names, metrics=metrics, poll_interval=0.1, check_interval=1.0)
             client = sink.client
             sends = 0
@@ -104,10 +102,8 @@ def test_deleted_index_comes_back_complete(
 
             sink._send = send  # type: ignore[method-assign]
             assert await sink.ensure_indices() and _rebuilds(metrics, "created") == 2  # empty: a plain creation
-            stop = asyncio.Event()
             caplog.set_level(logging.WARNING, logger="reactor.sinks.opensearch")
-            task = asyncio.create_task(sink.run(stop))
-            try:
+            async with running(sink):
                 for first in range(1, 551, 50):
                     await seed_feedbacks(conn, first, 50)
                     sink.wake()
@@ -136,10 +132,6 @@ def test_deleted_index_comes_back_complete(
                 warnings = [r for r in caplog.records if r.getMessage() == "opensearch.index_rebuilt"]
                 assert len(warnings) >= 4 and all(r.levelno == logging.WARNING for r in warnings)
                 assert await outbox_count(conn, "attempts > 0 OR parked_at IS NOT NULL") == 0
-            finally:
-                stop.set()
-                await asyncio.wait_for(task, 10)
-                await sink.close()
 
     asyncio.run(main())
     assert_consistent(os_pg_url)
@@ -151,10 +143,7 @@ def test_old_layout_is_migrated_to_aliases(os_url: str, os_pg_url: str, index_na
 
     async def main() -> None:
         metrics = Metrics()
-        async with (
-            opened_pool(os_pg_url) as pool,
-            await psycopg.AsyncConnection.connect(os_pg_url, autocommit=True) as conn,
-        ):
+        async with pg(os_pg_url) as (pool, conn):
             client = AsyncOpenSearch(hosts=[os_url])
             for kind, name in (("feedback", index_names["feedback_index"]), ("word", index_names["word_index"])):
                 await client.indices.create(index=name, body=index_body(kind))

@@ -17,8 +17,8 @@ from os_helpers import (
     all_docs,
     assert_index_matches,
     drain_all,
-    opened_pool,
     outbox_count,
+    pg,
     seed_feedbacks,
     sink_for,
     write_analysed,
@@ -92,10 +92,7 @@ def test_reindex_swaps_aliases_and_sink_follows(os_url: str, os_pg_url: str, ind
     first = asyncio.run(check(None))
 
     async def sink_after() -> None:
-        async with (
-            opened_pool(os_pg_url) as pool,
-            await psycopg.AsyncConnection.connect(os_pg_url, autocommit=True) as conn,
-        ):
+        async with pg(os_pg_url) as (pool, conn):
             # The rejected doc was queued in the outbox; the sink parks it with its error.
             assert await outbox_count(conn, "doc_id = '77'") == 1
             sink = sink_for(os_url, pool, index_names)
@@ -159,10 +156,7 @@ def test_word_total_document(os_url: str, os_pg_url: str, index_names: dict[str,
     """accumulated_word_counts follows reactor.word_counts, requeued at most once per interval."""
 
     async def main() -> None:
-        async with (
-            opened_pool(os_pg_url) as pool,
-            await psycopg.AsyncConnection.connect(os_pg_url, autocommit=True) as conn,
-        ):
+        async with pg(os_pg_url) as (pool, conn):
             sink = sink_for(os_url, pool, index_names, word_total_interval=60)
             try:
                 assert await sink.ensure_indices()
@@ -218,10 +212,7 @@ def test_mapping_version_bump(
     `reactor reindex`, whose rebuild lets every parked document in."""
 
     async def main() -> None:
-        async with (
-            opened_pool(os_pg_url) as pool,
-            await psycopg.AsyncConnection.connect(os_pg_url, autocommit=True) as conn,
-        ):
+        async with pg(os_pg_url) as (pool, conn):
             client = AsyncOpenSearch(hosts=[os_url])
             for kind, alias in (("feedback", index_names["feedback_index"]), ("word", index_names["word_index"])):
                 body = _mapping_v1(kind, conflict)
@@ -253,10 +244,7 @@ def test_mapping_version_bump(
         assert result.exit_code == 0, result.output
 
         async def after() -> None:
-            async with (
-                opened_pool(os_pg_url) as pool,
-                await psycopg.AsyncConnection.connect(os_pg_url, autocommit=True) as conn,
-            ):
+            async with pg(os_pg_url) as (pool, conn):
                 assert await outbox_count(conn, "parked_at IS NOT NULL") == 0  # re-armed by the rebuild
                 sink = sink_for(os_url, pool, index_names)
                 try:

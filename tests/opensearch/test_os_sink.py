@@ -6,7 +6,6 @@ import asyncio
 import time
 from typing import Any
 
-import psycopg
 import pytest
 from opensearchpy import AsyncOpenSearch
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
@@ -17,9 +16,10 @@ from os_helpers import (
     delete_analysed,
     doc_count,
     drain_all,
-    opened_pool,
     outbox_count,
+    pg,
     queue_docs,
+    running,
     seed_feedbacks,
     sink_for,
     text_for,
@@ -37,10 +37,7 @@ def test_make_sink_is_optional() -> None:
 
 def test_ten_thousand_rows_and_word_totals(os_url: str, os_pg_url: str, index_names: dict[str, str]) -> None:
     async def main() -> None:
-        async with (
-            opened_pool(os_pg_url) as pool,
-            await psycopg.AsyncConnection.connect(os_pg_url, autocommit=True) as conn,
-        ):
+        async with pg(os_pg_url) as (pool, conn):
             sink = sink_for(os_url, pool, index_names)
             try:
                 assert await sink.ensure_indices()
@@ -71,10 +68,7 @@ def test_ten_thousand_rows_and_word_totals(os_url: str, os_pg_url: str, index_na
 
 def test_rejected_document_is_parked_others_indexed(os_url: str, os_pg_url: str, index_names: dict[str, str]) -> None:
     async def main() -> None:
-        async with (
-            opened_pool(os_pg_url) as pool,
-            await psycopg.AsyncConnection.connect(os_pg_url, autocommit=True) as conn,
-        ):
+        async with pg(os_pg_url) as (pool, conn):
             sink = sink_for(os_url, pool, index_names)
             try:
                 await sink.ensure_indices()
@@ -115,10 +109,7 @@ def test_rejected_document_is_parked_others_indexed(os_url: str, os_pg_url: str,
 
 def test_delete_and_delete_of_missing_doc(os_url: str, os_pg_url: str, index_names: dict[str, str]) -> None:
     async def main() -> None:
-        async with (
-            opened_pool(os_pg_url) as pool,
-            await psycopg.AsyncConnection.connect(os_pg_url, autocommit=True) as conn,
-        ):
+        async with pg(os_pg_url) as (pool, conn):
             sink = sink_for(os_url, pool, index_names)
             try:
                 await sink.ensure_indices()
@@ -152,10 +143,7 @@ def test_change_during_send_is_sent_again(os_url: str, os_pg_url: str, index_nam
     """A row bumped while its bulk is in flight stays in the outbox and its newer state goes out next."""
 
     async def main() -> None:
-        async with (
-            opened_pool(os_pg_url) as pool,
-            await psycopg.AsyncConnection.connect(os_pg_url, autocommit=True) as conn,
-        ):
+        async with pg(os_pg_url) as (pool, conn):
             sink = sink_for(os_url, pool, index_names)
             await conn.set_autocommit(True)
             try:
@@ -186,39 +174,36 @@ def test_change_during_send_is_sent_again(os_url: str, os_pg_url: str, index_nam
 async def _outage_run(os_url: str, pg_url: str, index_names: dict[str, str], outage_s: float) -> None:
     proxy = OutageProxy(os_url)
     await proxy.open()
-    async with opened_pool(pg_url) as pool, await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+    async with pg(pg_url) as (pool, conn):
         sink = sink_for(proxy.url, pool, index_names, poll_interval=0.2, pause_cap=2.0, timeout=5)
-        stop = asyncio.Event()
-        task = asyncio.create_task(sink.run(stop))
         try:
-            await seed_feedbacks(conn, 1, 500)
-            sink.wake()
-            deadline = time.monotonic() + 30
-            while await outbox_count(conn) and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
-            assert await outbox_count(conn) == 0
-            await proxy.close()  # OpenSearch goes away
-            with pytest.raises(OSConnectionError):
-                await sink.client.info()
-            started, next_id, sizes = time.monotonic(), 501, []
-            while time.monotonic() - started < outage_s:
-                await seed_feedbacks(conn, next_id, 200)
-                await seed_feedbacks(conn, next_id - 150, 50, label="neutral")  # updates of rows already sent
-                next_id += 200
+            async with running(sink) as task:
+                await seed_feedbacks(conn, 1, 500)
                 sink.wake()
-                await asyncio.sleep(1.0)
-                sizes.append(await outbox_count(conn))
+                deadline = time.monotonic() + 30
+                while await outbox_count(conn) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                assert await outbox_count(conn) == 0
+                await proxy.close()  # OpenSearch goes away
+                with pytest.raises(OSConnectionError):
+                    await sink.client.info()
+                started, next_id, sizes = time.monotonic(), 501, []
+                while time.monotonic() - started < outage_s:
+                    await seed_feedbacks(conn, next_id, 200)
+                    await seed_feedbacks(conn, next_id - 150, 50, label="neutral")  # updates of rows already sent
+                    next_id += 200
+                    sink.wake()
+                    await asyncio.sleep(1.0)
+                    sizes.append(await outbox_count(conn))
+                    assert not task.done()
+                assert sizes == sorted(sizes) and sizes[-1] > sizes[0]  # the outbox only grew
+                assert await outbox_count(conn, "parked_at IS NOT NULL OR attempts > 0") == 0  # nobody blamed rows
+                await proxy.open()  # back
+                deadline = time.monotonic() + 60
+                while await outbox_count(conn) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.2)
+                assert await outbox_count(conn) == 0
                 assert not task.done()
-            assert sizes == sorted(sizes) and sizes[-1] > sizes[0]  # the outbox only grew
-            assert await outbox_count(conn, "parked_at IS NOT NULL OR attempts > 0") == 0  # nobody blamed rows
-            await proxy.open()  # back
-            deadline = time.monotonic() + 60
-            while await outbox_count(conn) and time.monotonic() < deadline:
-                await asyncio.sleep(0.2)
-            assert await outbox_count(conn) == 0
-            assert not task.done()
-            stop.set()
-            await asyncio.wait_for(task, 10)
             expected = next_id - 1
             client = AsyncOpenSearch(hosts=[os_url])
             try:
@@ -228,10 +213,6 @@ async def _outage_run(os_url: str, pg_url: str, index_names: dict[str, str], out
             finally:
                 await client.close()
         finally:
-            stop.set()
-            if not task.done():
-                task.cancel()
-            await sink.close()
             await proxy.close()
 
 
@@ -250,21 +231,14 @@ def test_run_survives_unreachable_server_from_start(os_pg_url: str) -> None:
     """No OpenSearch at all: run() logs and backs off, never raises, and stops promptly."""
 
     async def main() -> None:
-        async with (
-            opened_pool(os_pg_url) as pool,
-            await psycopg.AsyncConnection.connect(os_pg_url, autocommit=True) as conn,
-        ):
+        async with pg(os_pg_url) as (pool, conn):
             await seed_feedbacks(conn, 1, 10)
             await conn.commit()
             sink = sink_for("http://127.0.0.1:9", pool, {}, pause_cap=0.5)
-            stop = asyncio.Event()
-            task = asyncio.create_task(sink.run(stop))
-            await asyncio.sleep(2)
-            assert not task.done()
-            assert sink.pause.failures >= 2  # it kept probing, with the endpoint's pause in between
-            stop.set()
-            await asyncio.wait_for(task, 5)
-            await sink.close()
+            async with running(sink) as task:  # stopping must end it promptly
+                await asyncio.sleep(2)
+                assert not task.done()
+                assert sink.pause.failures >= 2  # it kept probing, with the endpoint's pause in between
             assert await outbox_count(conn, "attempts = 0") == await outbox_count(conn) >= 10
 
     asyncio.run(main())
