@@ -98,9 +98,12 @@ def reindex(
     keep_old: bool,
     no_progress: bool,
 ) -> None:
-    """Rebuild the OpenSearch indices from PostgreSQL into new indices, then swap the aliases.
+    """Rebuild the search indices from PostgreSQL.
 
-    Run it after `opensearch.mapping_outdated` appears in the log. Example: `reactor reindex --dry-run`.
+    Fills new indices from one snapshot, then swaps the aliases: searchers see no gap, the sink pauses and
+    catches up afterwards. Run it when the log shows `opensearch.mapping_outdated`.
+
+    Example: reactor reindex --dry-run
     """
     from reactor import config
     from reactor.db import DatabaseError, resolve_url

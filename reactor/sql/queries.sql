@@ -294,7 +294,9 @@ SELECT NOT EXISTS (SELECT 1 FROM reactor.outbox WHERE parked_at IS NULL);
 
 -- name: outbox_retrying
 -- Search documents still retrying, with their last error (for `reactor status` / `reactor failed`).
-SELECT index_kind, doc_id, attempts, last_error, not_before FROM reactor.outbox
+-- retry_at is NULL when due now (not_before is '-infinity' then, which psycopg cannot load as a datetime).
+SELECT index_kind, doc_id, attempts, last_error, CASE WHEN not_before > now() THEN not_before END AS retry_at
+  FROM reactor.outbox
  WHERE parked_at IS NULL AND last_error IS NOT NULL ORDER BY id DESC LIMIT %(limit)s;
 
 -- name: sink_feedback_docs

@@ -24,6 +24,7 @@ from os_helpers import (
 from reactor.sinks.client import EndpointPause
 from reactor.sinks.documents import TOTAL_DOC_ID
 from reactor.sinks.opensearch import OpenSearchSink
+from reactor.sql import q
 from tests.integration.helpers import assert_consistent
 
 ERRORS = {
@@ -94,6 +95,9 @@ def test_item_conditions_hold_rows_without_blame(os_pg_url: str) -> None:
                 " WHERE doc_id IN ('900', '950') AND index_kind = 'feedback' ORDER BY doc_id::int"
             )
             assert await cur.fetchall() == [("900", 1, True, False), ("950", 1, False, True)]
+            retrying = await (await conn.execute(q("outbox_retrying"), {"limit": 10})).fetchall()
+            assert [(r[1], r[3][:3]) for r in retrying] == [("900", "500"), ("800", "403"), ("700", "503")]
+            assert (await (await conn.execute(q("outbox_empty"))).fetchone()) == (False,)
             # The whole cluster answering 503: reported as unavailable, rows not touched.
             sink.client = StubClient({}, raise_exc=TransportError(503, "unavailable", {}))  # type: ignore[assignment]
             before = await outbox_count(conn, "attempts = 0")
