@@ -81,8 +81,7 @@ class DrainResult:
     confirmed: list[tuple[int, str]] = field(default_factory=list, repr=False)  # (outbox id, kind of doc)
     retry: list[tuple[int, int, str]] = field(default_factory=list, repr=False)  # (outbox id, attempts, error)
     park: list[tuple[int, str]] = field(default_factory=list, repr=False)  # (outbox id, error)
-    held: list[int] = field(default_factory=list, repr=False)
-    held_error: str | None = field(default=None, repr=False)
+    held: list[tuple[int, str]] = field(default_factory=list, repr=False)  # (outbox id, error): not blamed
 
     @property
     def done(self) -> int:
@@ -102,8 +101,7 @@ class DrainResult:
         self.deleted += op.action == "delete"
 
     def hold(self, op: _Op, error: str) -> None:
-        self.held.append(op.outbox_id)
-        self.held_error = self.held_error or error
+        self.held.append((op.outbox_id, error))
 
 
 def chunk_lines(lines: Iterable[tuple[_Op, bytes]], max_docs: int, max_bytes: int) -> Iterator[list[tuple[_Op, bytes]]]:
@@ -302,7 +300,9 @@ class OpenSearchSink:
                 q("outbox_park"), {"ids": [i for i, _ in result.park], "errors": [e for _, e in result.park]}
             )
         if result.held:
-            await conn.execute(q("outbox_hold"), {"ids": result.held, "error": result.held_error})
+            await conn.execute(
+                q("outbox_hold"), {"ids": [i for i, _ in result.held], "errors": [e for _, e in result.held]}
+            )
         kinds = {kind for _, kind in result.confirmed}
         if "word" in kinds and TOTAL_DOC_ID not in kinds:  # totals changed after the document was last sent
             delay = max(self.word_total_interval, 10 * self._total_cost) if self.word_total_interval > 0 else 0.0

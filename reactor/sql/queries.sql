@@ -270,7 +270,9 @@ UPDATE reactor.outbox o
 -- name: outbox_hold
 -- Held back by a cluster-wide condition (busy, blocked, index missing): not the row's fault, so no attempt is
 -- counted and no per-row delay set; the error is kept for `reactor status`.
-UPDATE reactor.outbox SET last_error = %(error)s WHERE id = ANY(%(ids)s);
+UPDATE reactor.outbox o SET last_error = v.err
+  FROM unnest(%(ids)s::bigint[], %(errors)s::text[]) AS v(id, err)
+ WHERE o.id = v.id;
 
 -- name: outbox_bump_word_total
 -- Word totals changed: (re)queue the accumulated_word_counts document, built at drain time from current state.
