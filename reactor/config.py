@@ -52,6 +52,9 @@ class Settings:
     max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES  # longer texts are parked instead of analysed
     retry_base_s: float | None = None  # backoff base of a failing row; None: the reactor's default
     extra: dict[str, Any] = field(default_factory=dict)
+    opensearch_feedback_index: str = "feedback-analysis"  # OPENSEARCH_FEEDBACK_INDEX (an alias the sink manages)
+    opensearch_word_index: str = "wordcount-analysis"  # OPENSEARCH_WORD_INDEX
+    opensearch_aws_service: str = "es"  # OPENSEARCH_AWS_SERVICE: SigV4 service name ('aoss' for Serverless)
 
     @property
     def opensearch_enabled(self) -> bool:
@@ -191,6 +194,9 @@ def load(environ: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Se
         if key.endswith("PASS"):
             logs.register_secret(env.get(key))
     database_url, listen_url = (_url(env, name) for name in ("DATABASE_URL", "REACTOR_LISTEN_URL"))
+    from reactor.sinks.endpoint import register_secrets  # user and password inside OPENSEARCH_ENDPOINT
+
+    register_secrets(env.get("OPENSEARCH_ENDPOINT"))
     return Settings(
         env=stage,
         database_url=database_url,
@@ -213,4 +219,7 @@ def load(environ: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Se
             env, "REACTOR_MAX_TEXT_BYTES", DEFAULT_MAX_TEXT_BYTES, _positive_int, "a number of bytes ≥ 1"
         ),
         retry_base_s=_value(env, "REACTOR_RETRY_BASE_S", None, _non_negative_float, "a number of seconds ≥ 0"),
+        opensearch_feedback_index=env.get("OPENSEARCH_FEEDBACK_INDEX") or "feedback-analysis",
+        opensearch_word_index=env.get("OPENSEARCH_WORD_INDEX") or "wordcount-analysis",
+        opensearch_aws_service=env.get("OPENSEARCH_AWS_SERVICE") or "es",
     )

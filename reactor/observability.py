@@ -65,6 +65,18 @@ class Metrics:
             ["by"],
             registry=r,
         )
+        self.search_documents = Counter(
+            "reactor_search_documents_total", "Outbox rows the search sink handled, by outcome", ["outcome"], registry=r
+        )
+        self.search_rebuilds = Counter(
+            "reactor_search_index_rebuilds_total",
+            "Search indices rebuilt from PostgreSQL (missing, auto-created by OpenSearch, or the old layout)",
+            ["kind", "reason"],
+            registry=r,
+        )
+        self.search_backoff = Gauge(
+            "reactor_search_backoff_seconds", "Current pause of the search endpoint (0: none)", registry=r
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

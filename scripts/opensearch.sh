@@ -7,7 +7,9 @@
 #
 # Knobs (environment): OPENSEARCH_VERSION (2.19.6), OPENSEARCH_PORT (9200), OPENSEARCH_HEAP (512m),
 # OPENSEARCH_HOME_DIR (.cache/opensearch), OPENSEARCH_RUN_USER (opensearch, used only when run as root),
-# OPENSEARCH_START_TIMEOUT (180 s).
+# OPENSEARCH_START_TIMEOUT (180 s), OPENSEARCH_AUTO_CREATE_INDEX (true: OpenSearch's and Amazon OpenSearch
+# Service's default, so tests see what users run; the sink must never depend on it being off. The tests also
+# flip it at runtime through `_cluster/settings`).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,6 +19,7 @@ HEAP="${OPENSEARCH_HEAP:-512m}"
 BASE="${OPENSEARCH_HOME_DIR:-$ROOT/.cache/opensearch}"
 RUN_USER="${OPENSEARCH_RUN_USER:-opensearch}"
 TIMEOUT="${OPENSEARCH_START_TIMEOUT:-180}"
+AUTO_CREATE="${OPENSEARCH_AUTO_CREATE_INDEX:-true}"
 ZIP="$BASE/opensearch-$VERSION.zip"
 HOME_DIR="$BASE/opensearch-$VERSION"
 DATA="$BASE/run-$PORT"            # data, logs and pid file of the instance on this port
@@ -94,7 +97,7 @@ start() {
             -Ediscovery.type=single-node -Enetwork.host=127.0.0.1 -Ehttp.port="$PORT" \
             -Etransport.port=$((PORT + 100)) -Epath.data="$DATA/data" -Epath.logs="$DATA/logs" \
             -Ecluster.name="reactor-test-$PORT" -Ecluster.routing.allocation.disk.threshold_enabled=false \
-            -Eaction.auto_create_index=false >"$DATA/stdout.log" 2>&1 || {
+            -Eaction.auto_create_index="$AUTO_CREATE" >"$DATA/stdout.log" 2>&1 || {
                 log "failed to start; see $DATA/stdout.log and $DATA/logs"; tail -20 "$DATA/stdout.log" >&2; exit 1; }
     fi
     local i

@@ -8,7 +8,7 @@ from reactor import config, logs
 from reactor.cli import control, daemon, embedded, install, maintenance, rows, status
 from reactor.cli.common import CONTEXT, Fail, Group
 from reactor.nlp.export_cli import export_models
-from reactor.sinks.cli import reindex
+from reactor.sinks.reindex import reindex
 
 
 @click.group(cls=Group, context_settings=CONTEXT, invoke_without_command=True)

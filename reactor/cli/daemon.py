@@ -18,7 +18,7 @@ from reactor import logs
 from reactor.cli.common import CONTEXT, Fail, connect, database_url, load_enricher, settings_from_env
 from reactor.db import make_pool
 from reactor.listener import Listener
-from reactor.observability import HttpAddressError, bind_http
+from reactor.observability import HttpAddressError, Metrics, bind_http
 from reactor.store import PgStore
 from reactor.worker import Options, Reactor, new_worker_id
 
@@ -100,6 +100,13 @@ def listen(
     settings = settings_from_env()
     if no_opensearch:
         settings = dataclasses.replace(settings, opensearch_endpoint=None)
+    if settings.opensearch_enabled:
+        from reactor.sinks.endpoint import EndpointError, parse_endpoint
+
+        try:
+            parse_endpoint(settings.opensearch_endpoint)
+        except EndpointError as exc:
+            raise Fail(str(exc), code=2) from None
     url = database_url(settings)
     connect(url).close()  # fail fast with a readable error on a wrong DATABASE_URL
     enricher = load_enricher(settings, models)
@@ -150,13 +157,23 @@ def build_reactor(settings: config_mod.Settings, url: str, enricher: Any, option
         job_name=settings.job_name,
         outbox=settings.opensearch_enabled,
     )
+    metrics = Metrics()
     sink = None
     if settings.opensearch_enabled:
         from reactor.sinks.opensearch import make_sink
 
-        sink = make_sink(settings, pool)
+        sink = make_sink(settings, pool, metrics=metrics)
     listener = Listener(settings.listen_url or url, keepalive_s=options.keepalive_s)
-    return Reactor(store, listener, enricher, worker_id=worker_id, job_key=settings.job_key, options=options, sink=sink)
+    return Reactor(
+        store,
+        listener,
+        enricher,
+        worker_id=worker_id,
+        job_key=settings.job_key,
+        options=options,
+        sink=sink,
+        metrics=metrics,
+    )
 
 
 async def _serve(reactor: Reactor) -> int:

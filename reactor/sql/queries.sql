@@ -298,7 +298,7 @@ SELECT count(*) FROM reactor.feedback_analysis a
                                 OR a.zero_shot_model IS DISTINCT FROM %(zero_shot_model)s))
     OR (%(mode)s = 'since' AND a.analyzed_at < %(since)s);
 
--- ============================================================================================================
+-- =====================================================================================================
 -- Operator commands (reactor/cli): wake-ups, status, show, failed, prune, uninstall counts.
 -- ============================================================================================================
 
@@ -399,3 +399,104 @@ SELECT count(*) FROM jobs j
 -- What `reactor sql --uninstall` drops: every table of schema reactor (counted one by one).
 SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = 'reactor' AND c.relkind IN ('r', 'p') ORDER BY c.relname;
+=======
+-- ======================================================================================================
+-- OpenSearch sink (reactor/sinks): the outbox drain, the documents it builds, index rebuilds.
+-- One drainer at a time across processes (sink drains and rebuilds share one advisory lock key): two
+-- drainers could send an older state after a newer one and delete both outbox rows.
+-- ======================================================================================================
+
+-- name: drain_try_lock
+SELECT pg_try_advisory_xact_lock(%(key)s);
+
+-- name: drain_lock_session
+-- Rebuilds take the lock for the session BEFORE their snapshot: a drain that committed after the snapshot
+-- was taken could otherwise have deleted outbox rows whose state the rebuilt index does not hold.
+SELECT pg_advisory_lock(%(key)s);
+
+-- name: drain_try_lock_session
+SELECT pg_try_advisory_lock(%(key)s);
+
+-- name: drain_unlock_session
+SELECT pg_advisory_unlock(%(key)s);
+
+-- name: outbox_ready
+SELECT id, index_kind, doc_id, attempts FROM reactor.outbox
+ WHERE parked_at IS NULL AND not_before <= now() ORDER BY id LIMIT %(limit)s;
+
+-- name: outbox_confirm
+-- Only the ids that were read: a row bumped by a newer change meanwhile stays and is sent again.
+DELETE FROM reactor.outbox WHERE id = ANY(%(ids)s);
+
+-- name: outbox_retry
+UPDATE reactor.outbox o
+   SET attempts = o.attempts + 1, last_error = v.err, not_before = now() + make_interval(secs => v.delay)
+  FROM unnest(%(ids)s::bigint[], %(delays)s::float8[], %(errors)s::text[]) AS v(id, delay, err)
+ WHERE o.id = v.id;
+
+-- name: outbox_park
+UPDATE reactor.outbox o
+   SET attempts = o.attempts + 1, last_error = v.err, parked_at = now()
+  FROM unnest(%(ids)s::bigint[], %(errors)s::text[]) AS v(id, err)
+ WHERE o.id = v.id;
+
+-- name: outbox_hold
+-- Held back by a cluster-wide condition (busy, blocked, index missing): not the row's fault, so no attempt is
+-- counted and no per-row delay set; the error is kept for `reactor status`.
+UPDATE reactor.outbox o SET last_error = v.err
+  FROM unnest(%(ids)s::bigint[], %(errors)s::text[]) AS v(id, err)
+ WHERE o.id = v.id;
+
+-- name: outbox_bump_word_total
+-- Word totals changed: (re)queue the accumulated_word_counts document, built at drain time from current state.
+-- A row already pending keeps its place and time (a steady stream of changes must not postpone it forever).
+INSERT INTO reactor.outbox AS o (index_kind, doc_id, action, not_before)
+VALUES ('word', %(doc_id)s, 'index', now() + make_interval(secs => %(delay)s))
+ON CONFLICT (index_kind, doc_id) DO UPDATE
+   SET id = nextval('reactor.outbox_id_seq'), action = 'index', attempts = 0, last_error = NULL,
+       parked_at = NULL, not_before = excluded.not_before
+ WHERE o.parked_at IS NOT NULL;
+
+-- name: outbox_unpark_kinds
+-- After `reactor reindex` rebuilt these indices: send their parked documents once more (a new mapping may
+-- take them; those still refused are parked again with their error).
+UPDATE reactor.outbox SET parked_at = NULL, attempts = 0, not_before = '-infinity', last_error = NULL
+ WHERE parked_at IS NOT NULL AND index_kind = ANY(%(kinds)s);
+
+-- name: outbox_empty
+-- For the loop and the CLI: nothing left to send (parked rows wait for an operator and do not count).
+SELECT NOT EXISTS (SELECT 1 FROM reactor.outbox WHERE parked_at IS NULL);
+
+-- name: outbox_retrying
+-- Search documents still retrying, with their last error (for `reactor status` / `reactor failed`).
+-- retry_at is NULL when due now (not_before is '-infinity' then, which psycopg cannot load as a datetime).
+SELECT index_kind, doc_id, attempts, last_error, CASE WHEN not_before > now() THEN not_before END AS retry_at
+  FROM reactor.outbox
+ WHERE parked_at IS NULL AND last_error IS NOT NULL ORDER BY id DESC LIMIT %(limit)s;
+
+-- name: sink_feedback_docs
+-- Rows as JSON text made by PostgreSQL (never loaded as Python datetimes: `infinity` and year 10000 would raise).
+-- `feedbacks` is unqualified: the connection's search_path finds it, as for every other query.
+SELECT fa.feedback_id, to_jsonb(fa)::text, to_jsonb(f)::text
+  FROM reactor.feedback_analysis fa JOIN feedbacks f ON f.id = fa.feedback_id
+ WHERE fa.feedback_id = ANY(%(ids)s);
+
+-- name: sink_all_feedback_docs
+SELECT fa.feedback_id, to_jsonb(fa)::text, to_jsonb(f)::text
+  FROM reactor.feedback_analysis fa JOIN feedbacks f ON f.id = fa.feedback_id
+ ORDER BY fa.feedback_id;
+
+-- name: sink_word_counts
+SELECT word, count FROM reactor.word_counts WHERE word = ANY(%(words)s) AND count > 0;
+
+-- name: sink_all_word_counts
+SELECT word, count FROM reactor.word_counts WHERE count > 0 ORDER BY word;
+
+-- name: sink_word_total
+SELECT coalesce(json_object_agg(word, count ORDER BY word), '{}')::text, count(*), coalesce(sum(count), 0)
+  FROM reactor.word_counts WHERE count > 0;
+
+-- name: sink_doc_totals
+-- What a rebuild will index (dry run and progress bars).
+SELECT (SELECT count(*) FROM reactor.feedback_analysis fa JOIN feedbacks f ON f.id = fa.feedback_id),
+       (SELECT count(*) FROM reactor.word_counts WHERE count > 0);

@@ -11,8 +11,9 @@ import psycopg
 import pytest
 from opensearchpy import AsyncOpenSearch
 
+from reactor.sinks.documents import TOTAL_DOC_ID
 from tests.conftest import scalar, wait_until
-from tests.integration.helpers import insert, stored_counts
+from tests.integration.helpers import assert_consistent, insert, stored_counts
 
 
 def _docs(os_url: str, index: str) -> dict[str, dict]:
@@ -30,6 +31,14 @@ def _docs(os_url: str, index: str) -> dict[str, dict]:
     return asyncio.run(go())
 
 
+def _words(os_url: str, index: str) -> dict[str, int]:
+    """Per-word documents as {word: count}; checks accumulated_word_counts says the same."""
+    docs = _docs(os_url, index)
+    total = docs.pop(TOTAL_DOC_ID, {"word_counts": {}})
+    words = {d["word"]: d["count"] for d in docs.values()}
+    return words if total["word_counts"] == words else {"accumulated_word_counts differs": -1}
+
+
 def test_reactor_indexes_and_deletes_documents(pg_url, os_url, index_names, start_reactor):
     fi, wi = index_names["feedback_index"], index_names["word_index"]
     with psycopg.connect(pg_url, autocommit=True) as conn:
@@ -40,7 +49,7 @@ def test_reactor_indexes_and_deletes_documents(pg_url, os_url, index_names, star
     docs = _docs(os_url, fi)
     assert docs[str(ids[0])]["text"] == "parcel arrived late"
     wait_until(
-        lambda: {d["word"]: d["count"] for d in _docs(os_url, wi).values()} == stored_counts(pg_url),
+        lambda: _words(os_url, wi) == stored_counts(pg_url),
         60,
         "word documents equal Postgres totals",
     )
@@ -52,13 +61,14 @@ def test_reactor_indexes_and_deletes_documents(pg_url, os_url, index_names, star
         conn.execute("DELETE FROM feedbacks WHERE id = %s", [ids[1]])
     wait_until(lambda: str(ids[1]) not in _docs(os_url, fi), 60, "document deleted")
     wait_until(
-        lambda: {d["word"]: d["count"] for d in _docs(os_url, wi).values()} == stored_counts(pg_url),
+        lambda: _words(os_url, wi) == stored_counts(pg_url),
         60,
         "deleted words removed",
     )
-    assert "great" not in {d["word"] for d in _docs(os_url, wi).values()}
+    assert "great" not in _words(os_url, wi)
     wait_until(lambda: scalar(pg_url, "SELECT count(*) FROM reactor.outbox") == 0, 30, "outbox drained")
     reactor.stop()
+    assert_consistent(pg_url)
 
 
 class ThreadedProxy:
@@ -121,7 +131,7 @@ def test_opensearch_down_60s_while_2000_rows_arrive(pg_url, os_url, index_names,
         with psycopg.connect(pg_url) as conn:
             ids = {str(r[0]) for r in conn.execute("SELECT id FROM feedbacks")}
         assert len(docs) == 2010 and set(docs) == ids
-        words = {d["word"]: d["count"] for d in _docs(os_url, wi).values()}
-        assert words == stored_counts(pg_url)
+        assert _words(os_url, wi) == stored_counts(pg_url)
+        assert_consistent(pg_url)
     finally:
         proxy.shutdown()

@@ -1,19 +1,32 @@
-"""`reactor reindex` (alias swap) against a real OpenSearch, and the sink's retry paths with a stub client."""
+"""`reactor reindex` (alias swap), the accumulated_word_counts document, and the mapping-version path, against a
+real OpenSearch and PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import logging
 from typing import Any
 
-import orjson
 import psycopg
+import pytest
 from click.testing import CliRunner
 from opensearchpy import AsyncOpenSearch
-from opensearchpy.exceptions import TransportError
-from os_helpers import all_docs, opened_pool, outbox_count, seed_feedbacks, set_words, settings_for
+from os_helpers import (
+    aliases_of,
+    all_docs,
+    assert_index_matches,
+    drain_all,
+    outbox_count,
+    pg,
+    seed_feedbacks,
+    sink_for,
+    write_analysed,
+)
 
-from reactor.sinks.cli import reindex
-from reactor.sinks.opensearch import OpenSearchSink
+from reactor.sinks.documents import TOTAL_DOC_ID, index_body
+from reactor.sinks.reindex import reindex
+from tests.integration.helpers import assert_consistent
 
 
 def _invoke(os_endpoint: str, pg_url: str, index_names: dict[str, str], *args: str) -> Any:
@@ -22,74 +35,71 @@ def _invoke(os_endpoint: str, pg_url: str, index_names: dict[str, str], *args: s
     return CliRunner().invoke(reindex, [*argv, "--no-progress"], env=env, catch_exceptions=False)
 
 
+async def _words(conn: psycopg.AsyncConnection[Any]) -> dict[str, int]:
+    cur = await conn.execute("SELECT word, count FROM reactor.word_counts")
+    return {w: c for w, c in await cur.fetchall()}
+
+
 def test_reindex_swaps_aliases_and_sink_follows(os_url: str, os_pg_url: str, index_names: dict[str, str]) -> None:
     fb, words = index_names["feedback_index"], index_names["word_index"]
 
     async def setup() -> None:
-        async with opened_pool(os_pg_url) as pool, await psycopg.AsyncConnection.connect(os_pg_url) as conn:
-            sink = OpenSearchSink(settings_for(os_url), pool, **index_names)
-            await sink.ensure_indices()  # legacy layout: concrete indices named like the aliases
-            await seed_feedbacks(conn, 1, 50)
-            await set_words(conn, {"alpha": 3, "beta": 1})
-            await conn.commit()
-            while (await sink.drain_once()).fetched:
-                pass
-            await sink.close()
+        client = AsyncOpenSearch(hosts=[os_url])
+        async with await psycopg.AsyncConnection.connect(os_pg_url, autocommit=True) as conn:
+            # The old layout: concrete indices named like the aliases.
+            await client.indices.create(index=fb, body=index_body("feedback"))
+            await client.indices.create(index=words, body=index_body("word"))
+            await client.close()
             # Rows that never reached the index (e.g. written before the sink existed), and one poisoned row.
-            await conn.execute("DELETE FROM reactor.outbox")
-            await seed_feedbacks(conn, 51, 2450)
+            await seed_feedbacks(conn, 1, 2500)
             await conn.execute("DELETE FROM reactor.outbox")
             await conn.execute(
                 'UPDATE reactor.feedback_analysis SET topics = \'[{"label": 1, "score": "bad"}]\''
                 " WHERE feedback_id = 77"
             )
-            await conn.execute("INSERT INTO reactor.word_counts VALUES ('gamma', 7)")
-            await conn.commit()
 
     asyncio.run(setup())
-
     dry = _invoke(os_url, os_pg_url, index_names, "--dry-run")
     assert dry.exit_code == 0, dry.output
-    assert f"{fb}: would index 2500 docs" in dry.output and f"{words}: would index 3 docs" in dry.output
+    assert f"{fb}: would index 2500 docs" in dry.output and f"{words}: would index 401 docs" in dry.output
 
     result = _invoke(os_url, os_pg_url, index_names)
     assert result.exit_code == 0, result.output
     assert f"{fb}: indexed 2499 docs" in result.output and "1 rejected" in result.output
-    assert f"{words}: indexed 3 docs" in result.output
+    assert f"{words}: indexed 401 docs" in result.output
 
     async def check(first_generation: set[str] | None) -> set[str]:
         client = AsyncOpenSearch(hosts=[os_url])
         try:
-            aliases = await client.indices.get_alias(name=f"{fb},{words}")
-            assert len(aliases) == 2 and all(name not in (fb, words) for name in aliases)
+            behind = set(await aliases_of(client, fb)) | set(await aliases_of(client, words))
+            assert len(behind) == 2
             if first_generation is not None:
-                assert not set(aliases) & first_generation
+                assert not behind & first_generation
                 assert not await client.indices.exists(index=",".join(first_generation), ignore_unavailable=False)
             docs = await all_docs(client, fb)
             assert len(docs) == 2499 and "77" not in docs
-            assert {k: v["count"] for k, v in (await all_docs(client, words)).items()} == {
-                "alpha": 3,
-                "beta": 1,
-                "gamma": 7,
-            }
+            async with await psycopg.AsyncConnection.connect(os_pg_url) as conn:
+                pg_words = await _words(conn)
+            word_docs = await all_docs(client, words)
+            assert word_docs.pop(TOTAL_DOC_ID)["word_counts"] == pg_words
+            assert {k: v["count"] for k, v in word_docs.items()} == pg_words
             mapping = await client.indices.get_mapping(index=fb)
             assert next(iter(mapping.values()))["mappings"]["dynamic"] == "strict"
-            return set(aliases)
+            return behind
         finally:
             await client.close()
 
     first = asyncio.run(check(None))
 
     async def sink_after() -> None:
-        async with opened_pool(os_pg_url) as pool, await psycopg.AsyncConnection.connect(os_pg_url) as conn:
+        async with pg(os_pg_url) as (pool, conn):
             # The rejected doc was queued in the outbox; the sink parks it with its error.
             assert await outbox_count(conn, "doc_id = '77'") == 1
-            sink = OpenSearchSink(settings_for(os_url), pool, **index_names)
-            await sink.ensure_indices()  # sees the aliases, creates nothing
+            sink = sink_for(os_url, pool, index_names)
+            assert await sink.ensure_indices()  # sees the aliases, creates nothing
             await seed_feedbacks(conn, 3000, 1)
-            await conn.commit()
-            res = await sink.drain_once()
-            assert (res.indexed, res.parked) == (1, 1)
+            res = await drain_all(sink)
+            assert res.parked == 1 and res.indexed >= 1
             await sink.close()
             client = AsyncOpenSearch(hosts=[os_url])
             try:
@@ -105,87 +115,143 @@ def test_reindex_swaps_aliases_and_sink_follows(os_url: str, os_pg_url: str, ind
     async def check_again() -> None:
         client = AsyncOpenSearch(hosts=[os_url])
         try:
-            aliases = await client.indices.get_alias(name=f"{fb},{words}")
-            assert not set(aliases) & first and len(aliases) == 2
+            behind = set(await aliases_of(client, fb)) | set(await aliases_of(client, words))
+            assert not behind & first and len(behind) == 2
             assert not await client.indices.exists(index=",".join(first))
             assert len(await all_docs(client, fb)) == 2500
         finally:
             await client.close()
 
     asyncio.run(check_again())
+    with psycopg.connect(os_pg_url, autocommit=True) as conn:  # the invariants hold with row 77 repaired
+        conn.execute("UPDATE reactor.feedback_analysis SET topics = '[]' WHERE feedback_id = 77")
+    assert_consistent(os_pg_url)
 
 
-def test_reindex_unreachable_is_a_clear_error(os_pg_url: str) -> None:
-    names = {"feedback_index": "x-feedback", "word_index": "x-words"}
+@pytest.mark.parametrize(
+    ("endpoint", "shown"),
+    [
+        ("http://127.0.0.1:9", "cannot reach OpenSearch at http://127.0.0.1:9:"),
+        ("http://search-admin:Tr0ub4dor%26x@127.0.0.1:9", "cannot reach OpenSearch at http://***@127.0.0.1:9:"),
+        ("http://[::1", "is not a valid URL"),
+        ("http://search-admin:Tr0ub4dor@host:notaport", "the port must be a number from 1 to 65535"),
+    ],
+)
+def test_reindex_bad_endpoint_is_one_clean_line(os_pg_url: str, endpoint: str, shown: str) -> None:
     result = CliRunner().invoke(
         reindex,
-        ["--feedback-index", names["feedback_index"], "--word-index", names["word_index"], "--no-progress"],
-        env={"OPENSEARCH_ENDPOINT": "http://127.0.0.1:9", "DATABASE_URL": os_pg_url, "REACTOR_ENV": "local"},
+        ["--feedback-index", "x-feedback", "--word-index", "x-words", "--no-progress"],
+        env={"OPENSEARCH_ENDPOINT": endpoint, "DATABASE_URL": os_pg_url, "REACTOR_ENV": "local"},
     )
-    assert result.exit_code == 1
-    assert "cannot reach OpenSearch at http://127.0.0.1:9" in result.output
-    assert ("Traceback" not in result.output and result.exception is None) or isinstance(result.exception, SystemExit)
+    assert result.exit_code == 1, result.output
+    assert shown in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    for secret in ("search-admin", "Tr0ub4dor", "Tr0ub4dor&x", "Tr0ub4dor%26x"):
+        assert secret not in result.output
+    assert isinstance(result.exception, SystemExit)
 
 
-class StubClient:
-    """Answers bulk requests with a scripted per-item status, or raises a whole-request error."""
+def test_word_total_document(os_url: str, os_pg_url: str, index_names: dict[str, str]) -> None:
+    """accumulated_word_counts follows reactor.word_counts, requeued at most once per interval."""
 
-    def __init__(self, status_for: dict[str, int], raise_exc: Exception | None = None) -> None:
-        self.status_for = status_for
-        self.raise_exc = raise_exc
-        self.requests: list[list[dict[str, Any]]] = []
-
-    async def bulk(self, body: bytes, params: Any = None) -> dict[str, Any]:
-        if self.raise_exc is not None:
-            raise self.raise_exc
-        lines = [orjson.loads(line) for line in body.splitlines()]
-        metas: list[dict[str, Any]] = []
-        i = 0
-        while i < len(lines):
-            metas.append(lines[i])
-            i += 1 if "delete" in lines[i] else 2
-        self.requests.append(metas)
-        items = []
-        for meta in metas:
-            action, info = next(iter(meta.items()))
-            status = self.status_for.get(info["_id"], 201)
-            item: dict[str, Any] = {"status": status}
-            if status >= 300:
-                item["error"] = {"type": "es_rejected_execution_exception", "reason": "queue full"}
-            items.append({action: item})
-        return {"errors": any(i[next(iter(i))]["status"] >= 300 for i in items), "items": items}
-
-    async def close(self) -> None:
-        pass
-
-
-def test_item_429_is_retried_with_backoff_and_503_leaves_rows(os_pg_url: str) -> None:
     async def main() -> None:
-        async with opened_pool(os_pg_url) as pool, await psycopg.AsyncConnection.connect(os_pg_url) as conn:
-            await seed_feedbacks(conn, 1, 1200)
-            await conn.commit()
-            stub = StubClient({"3": 429, "700": 503})
-            sink = OpenSearchSink(settings_for("http://unused:1"), pool, client=stub, bulk_max_docs=500)  # type: ignore[arg-type]
-            res = await sink.drain_once(1000)
-            assert (res.fetched, res.indexed, res.retried, res.parked) == (1000, 998, 2, 0)
-            assert [len(r) for r in stub.requests] == [500, 500]  # chunked by count
-            cur = await conn.execute(
-                "SELECT doc_id, attempts, not_before > now(), last_error FROM reactor.outbox"
-                " WHERE attempts > 0 ORDER BY doc_id"
-            )
-            rows = await cur.fetchall()
-            assert [(r[0], r[1], r[2]) for r in rows] == [("3", 1, True), ("700", 1, True)]
-            assert "429" in rows[0][3] and "503" in rows[1][3]
-            # The whole cluster answering 503: reported as unavailable, rows not blamed.
-            sink.client = StubClient({}, raise_exc=TransportError(503, "unavailable", {}))  # type: ignore[assignment]
-            res = await sink.drain_once(1000)
-            assert res.unavailable and "503" in res.unavailable and res.done == 0
-            assert await outbox_count(conn, "attempts = 0") == 200
-            # Chunking by bytes.
-            sink.client = stub = StubClient({})  # type: ignore[assignment]
-            sink.bulk_max_bytes = 20_000
-            res = await sink.drain_once(1000)
-            assert res.indexed == 200 and len(stub.requests) > 1
-            assert await outbox_count(conn) == 2
+        async with pg(os_pg_url) as (pool, conn):
+            sink = sink_for(os_url, pool, index_names, word_total_interval=60)
+            try:
+                assert await sink.ensure_indices()
+                client = sink.client
+                total = await client.get(index=index_names["word_index"], id=TOTAL_DOC_ID)
+                assert total["_source"]["word_counts"] == {} and total["_source"]["vocabulary"] == 0
+                await seed_feedbacks(conn, 1, 30)
+                await drain_all(sink)
+                cur = await conn.execute(
+                    "SELECT not_before > now() + interval '50 seconds' FROM reactor.outbox WHERE doc_id = %s",
+                    (TOTAL_DOC_ID,),
+                )
+                assert await cur.fetchall() == [(True,)]  # queued, not before the interval
+                cur = await conn.execute("SELECT id, not_before FROM reactor.outbox WHERE doc_id = %s", (TOTAL_DOC_ID,))
+                queued = await cur.fetchone()
+                await write_analysed(conn, {5: "another fresh wording"})
+                await drain_all(sink)
+                cur = await conn.execute("SELECT id, not_before FROM reactor.outbox WHERE doc_id = %s", (TOTAL_DOC_ID,))
+                assert await cur.fetchone() == queued  # a pending document keeps its place and time
+                await conn.execute("UPDATE reactor.outbox SET not_before = now() WHERE doc_id = %s", (TOTAL_DOC_ID,))
+                res = await drain_all(sink)
+                assert res.indexed == 1 and await outbox_count(conn) == 0
+                await assert_index_matches(conn, client, index_names)
+                source = (await client.get(index=index_names["word_index"], id=TOTAL_DOC_ID))["_source"]
+                assert source["word_counts"]["fresh"] == 1 and source["total"] == sum((await _words(conn)).values())
+            finally:
+                await sink.close()
 
     asyncio.run(main())
+    assert_consistent(os_pg_url)
+
+
+def _mapping_v1(kind: str, conflict: bool = False) -> dict[str, Any]:
+    """The schema-1 mapping (before `attributes` and the word-total fields), or one that conflicts with 2."""
+    body = copy.deepcopy(index_body(kind))
+    props = body["mappings"]["properties"]
+    body["mappings"]["_meta"] = {"reactor_schema": 1}
+    if kind == "feedback":
+        del props["attributes"]
+        if conflict:
+            props["attributes"] = {"type": "keyword"}
+    else:
+        for name in ("word_counts", "vocabulary", "total", "updated_at"):
+            del props[name]
+    return body
+
+
+@pytest.mark.parametrize("conflict", [False, True], ids=["upgraded-in-place", "needs-reindex"])
+def test_mapping_version_bump(
+    os_url: str, os_pg_url: str, index_names: dict[str, str], conflict: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An older reactor mapping is extended in place when it only lacks fields; otherwise the log asks for
+    `reactor reindex`, whose rebuild lets every parked document in."""
+
+    async def main() -> None:
+        async with pg(os_pg_url) as (pool, conn):
+            client = AsyncOpenSearch(hosts=[os_url])
+            for kind, alias in (("feedback", index_names["feedback_index"]), ("word", index_names["word_index"])):
+                body = _mapping_v1(kind, conflict)
+                body["aliases"] = {alias: {"is_write_index": True}}
+                await client.indices.create(index=f"{alias}-v1", body=body)
+            await client.close()
+            sink = sink_for(os_url, pool, index_names)
+            try:
+                with caplog.at_level(logging.INFO, logger="reactor.sinks.opensearch"):
+                    assert await sink.ensure_indices()
+                events = [r.getMessage() for r in caplog.records]
+                await seed_feedbacks(conn, 1, 40)
+                res = await drain_all(sink)
+                if not conflict:
+                    assert events.count("opensearch.mapping_upgraded") == 2
+                    assert res.parked == 0
+                    await assert_index_matches(conn, sink.client, index_names)
+                    return
+                assert "opensearch.mapping_outdated" in events
+                hint = next(r for r in caplog.records if r.getMessage() == "opensearch.mapping_outdated")
+                assert "reactor reindex" in hint.fields["hint"]  # type: ignore[attr-defined]
+                assert res.parked == 40  # every feedback document refused by the old mapping
+            finally:
+                await sink.close()
+
+    asyncio.run(main())
+    if conflict:
+        result = _invoke(os_url, os_pg_url, index_names)
+        assert result.exit_code == 0, result.output
+
+        async def after() -> None:
+            async with pg(os_pg_url) as (pool, conn):
+                assert await outbox_count(conn, "parked_at IS NOT NULL") == 0  # re-armed by the rebuild
+                sink = sink_for(os_url, pool, index_names)
+                try:
+                    assert (await drain_all(sink)).parked == 0
+                    await assert_index_matches(conn, sink.client, index_names)
+                finally:
+                    await sink.close()
+
+        asyncio.run(after())
+    assert_consistent(os_pg_url)
