@@ -60,7 +60,6 @@ from benchlib import (
     with_db,
 )
 
-PARTS = ("tps", "latency", "burst", "idle", "control")
 STATES = {
     "a": "(a) no reactor objects",
     "b": "(b) reactor sql, nobody listening",
@@ -188,6 +187,11 @@ class Writers:
         return int(row[0]), int(row[1])  # type: ignore[index]
 
 
+def ms(r: dict[str, Any], *keys: str) -> str:
+    """`p50 7.1 ms  p99 44.8 ms ...`: one format for every latency figure printed."""
+    return "  ".join(f"{k} {r[k]:,.1f} ms" for k in keys)
+
+
 # --- parts ---------------------------------------------------------------------------------------------------
 
 
@@ -245,8 +249,7 @@ def part_latency(w: Writers, a: argparse.Namespace, out: dict[str, Any]) -> None
     out["latency"] = r
     print(
         f"\n(2) latency at {r['rate']:.0f} rows/s offered, one row per transaction ({r['rows']} rows, batch_size "
-        f"{a.latency_batch_size}, max_wait {a.max_wait_ms:g} ms): p50 {r['p50']:.1f} ms  p95 {r['p95']:.1f} ms  "
-        f"p99 {r['p99']:.1f} ms  max {r['max']:.1f} ms"
+        f"{a.latency_batch_size}, max_wait {a.max_wait_ms:g} ms): {ms(r, 'p50', 'p95', 'p99', 'max')}"
     )
 
 
@@ -277,9 +280,9 @@ def part_burst(w: Writers, a: argparse.Namespace, out: dict[str, Any]) -> None:
         "drain_lag_s": drained,
         "rows": row[0],  # type: ignore[index]
         "analysed": row[1],  # type: ignore[index]
-        "p50_ms": float(row[2] or "nan"),  # type: ignore[index]
-        "p99_ms": float(row[3] or "nan"),  # type: ignore[index]
-        "max_ms": float(row[4] or "nan"),  # type: ignore[index]
+        "p50": float(row[2] or "nan"),  # type: ignore[index]
+        "p99": float(row[3] or "nan"),  # type: ignore[index]
+        "max": float(row[4] or "nan"),  # type: ignore[index]
     }
     out["burst"] = r
     lag = f"{drained:.2f} s" if drained is not None else f"NOT drained within {a.drain_timeout:g} s"
@@ -287,7 +290,7 @@ def part_burst(w: Writers, a: argparse.Namespace, out: dict[str, Any]) -> None:
         f"\n(3) burst, state (c): {a.burst_clients} pgbench writers for {a.seconds:g} s, {run['tps']:,.0f} tps, "
         f"batch_size {a.batch_size}\n"
         f"  per-row insert→analysis (analyzed_at − created_at), {r['analysed']:,}/{r['rows']:,} rows analysed: "
-        f"p50 {r['p50_ms']:,.0f} ms  p99 {r['p99_ms']:,.0f} ms  max {r['max_ms']:,.0f} ms\n"
+        f"{ms(r, 'p50', 'p99', 'max')}\n"
         f"  drain lag: {lag} from pgbench's exit until reactor.queue was empty ({queued:,} rows queued at exit)"
     )
 
@@ -316,9 +319,9 @@ def part_idle(w: Writers, a: argparse.Namespace, out: dict[str, Any]) -> None:
             lat.append((done - committed) * 1000 if done is not None else float("inf"))
     r = {
         "inserts": len(lat),
-        "p50_ms": percentile(lat, 50),
-        "p99_ms": percentile(lat, 99),
-        "max_ms": max(lat),
+        "p50": percentile(lat, 50),
+        "p99": percentile(lat, 99),
+        "max": max(lat),
         "within_50ms": sum(x <= 50 for x in lat),
         "batch_size": a.latency_batch_size,
         "max_wait_ms": a.max_wait_ms,
@@ -327,8 +330,8 @@ def part_idle(w: Writers, a: argparse.Namespace, out: dict[str, Any]) -> None:
     out["idle"] = r
     print(
         f"\n(4) idle: {r['inserts']} single inserts, each after the previous was analysed + 0.2–1 s "
-        f"(batch_size {a.latency_batch_size}, max_wait {a.max_wait_ms:g} ms): p50 {r['p50_ms']:.1f} ms  "
-        f"p99 {r['p99_ms']:.1f} ms  max {r['max_ms']:.1f} ms; within 50 ms: {r['within_50ms']}/{r['inserts']}"
+        f"(batch_size {a.latency_batch_size}, max_wait {a.max_wait_ms:g} ms): {ms(r, 'p50', 'p99', 'max')}; "
+        f"within 50 ms: {r['within_50ms']}/{r['inserts']}"
     )
 
 
@@ -347,12 +350,14 @@ def part_control(w: Writers, a: argparse.Namespace, out: dict[str, Any]) -> None
     for name, r in rows.items():
         label = "idle" if name == "idle" else f"under {a.control_load_rate:g} rows/s inserts"
         print(
-            f"  {label:<28} events {r['events']}/{2 * r['toggles']}  p50 {r['p50']:.1f} ms  p99 {r['p99']:.1f} ms  "
-            f"max {r['max']:.1f} ms  claims begun after a pause committed: {r['late_claims']}"
+            f"  {label:<28} events {r['events']}/{2 * r['toggles']}  {ms(r, 'p50', 'p99', 'max')}  "
+            f"claims begun after a pause committed: {r['late_claims']}"
         )
 
 
 # --- main ----------------------------------------------------------------------------------------------------
+
+PARTS = {"tps": part_tps, "latency": part_latency, "burst": part_burst, "idle": part_idle, "control": part_control}
 
 
 def describe(w: Writers) -> dict[str, Any]:
@@ -363,6 +368,11 @@ def describe(w: Writers) -> dict[str, Any]:
         }
     version = subprocess.run([w.pgbench, "--version"], capture_output=True, text=True, check=False).stdout.strip()
     return {"machine": machine(), "server": settings, "pgbench": f"{version} ({w.pgbench})"}
+
+
+def load() -> str:
+    """1/5/15-minute load average: how busy the machine was besides this benchmark."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -397,6 +407,7 @@ def main() -> None:
     started = datetime.now(UTC)
     t_start = time.monotonic()
     out: dict[str, Any] = {"started_utc": started.isoformat(timespec="seconds"), "args": vars(a) | {"json": None}}
+    out["load_average_start"] = load()
     with database_server("bench-writers-pg-") as (url, _):
         w = Writers(url, tmp, a)
         out |= describe(w)
@@ -405,24 +416,20 @@ def main() -> None:
             f"{started:%Y-%m-%d %H:%M} UTC · {m['cpu']}, {m['cores']} cores, {m['os']}, Python {m['python']}\n"
             f"PostgreSQL {s['server_version']} (synchronous_commit={s['synchronous_commit']}, fsync={s['fsync']}, "
             f"wal_sync_method={s['wal_sync_method']}, shared_buffers={s['shared_buffers']}) · {out['pgbench']}\n"
+            f"load average {load()} (other work on this machine makes figures noisy: compare within one run)\n"
             f"logs in {tmp}"
         )
         w.create_templates()
         try:
             for part in parts:
                 t0 = time.monotonic()
-                {
-                    "tps": part_tps,
-                    "latency": part_latency,
-                    "burst": part_burst,
-                    "idle": part_idle,
-                    "control": part_control,
-                }[part](w, a, out)
+                PARTS[part](w, a, out)
                 print(f"  [{part}: {time.monotonic() - t0:.0f} s]", flush=True)
         finally:
             w.drop_templates()
     out["total_s"] = round(time.monotonic() - t_start, 1)
-    print(f"total {out['total_s']:.0f} s")
+    out["load_average_end"] = load()
+    print(f"total {out['total_s']:.0f} s; load average now {out['load_average_end']}")
     if a.json:
         a.json.write_text(json.dumps(out, indent=2, default=str))
         print(f"figures written to {a.json}")
