@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,6 +57,7 @@ def database_server(prefix: str = "bench-pg-") -> Iterator[tuple[str, Path | Non
         yield server.get_uri(), pgdata
     finally:
         server.cleanup()
+        shutil.rmtree(pgdata.parent, ignore_errors=True)
 
 
 def machine() -> dict[str, object]:
