@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 REACTOR := $(VENV)/bin/reactor
 MODELS ?= models_onnx
 
-.PHONY: help install sql models demo test test-fast lint format bench bench-plumbing bench-nlp bench-e2e opensearch-start opensearch-stop clean
+.PHONY: help install sql models demo test test-fast lint format bench bench-plumbing bench-nlp bench-e2e bench-writers opensearch-start opensearch-stop clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -57,7 +57,10 @@ bench-nlp: install  ## model throughput: transformers pipeline vs ONNX fp32/int8
 bench-e2e: install  ## end to end: reactor vs the original polling worker (latency, skipped rows, control, scaling, PNG)
 	$(PY) scripts/bench_e2e.py
 
-bench: bench-plumbing bench-nlp bench-e2e  ## all benchmarks (prints tables; see BENCHMARKS.md)
+bench-writers: install  ## the writers' cost (pgbench tps at 1/8/32 clients, 3 states, ratios) + latency, burst drain, idle, control
+	$(PY) scripts/bench_writers.py $(BENCH_WRITERS_ARGS)
+
+bench: bench-plumbing bench-nlp bench-e2e bench-writers  ## all benchmarks (prints tables; see BENCHMARKS.md)
 
 opensearch-start:  ## download (Maven Central) and start a local OpenSearch on 127.0.0.1:9200
 	scripts/opensearch.sh start

@@ -20,6 +20,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from tests.pgbouncer import pgbouncer, pgbouncer_url  # noqa: F401  (fixtures for every test)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
