@@ -37,6 +37,7 @@ class Settings:
     env: str = "local"
     database_url: str | None = None
     listen_url: str | None = None  # the LISTEN connection's URL when DATABASE_URL goes through a transaction pool
+    prepared_statements: bool = True  # off behind PgBouncer < 1.21 in transaction mode
     opensearch_endpoint: str | None = None
     opensearch_user: str | None = None
     opensearch_pass: str | None = None
@@ -126,6 +127,15 @@ def _non_negative_float(raw: str) -> float:
     return value
 
 
+def _on_off(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("on", "true", "1", "yes"):
+        return True
+    if value in ("off", "false", "0", "no"):
+        return False
+    raise ValueError(raw)
+
+
 def _one_of(choices: tuple[str, ...] | list[str]) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         if raw.lower() not in choices:
@@ -201,6 +211,7 @@ def load(environ: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Se
         env=stage,
         database_url=database_url,
         listen_url=listen_url,
+        prepared_statements=_value(env, "REACTOR_PREPARED_STATEMENTS", True, _on_off, "on or off"),
         opensearch_endpoint=env.get("OPENSEARCH_ENDPOINT") or None,
         opensearch_user=env.get("OPENSEARCH_USER") or None,
         opensearch_pass=env.get("OPENSEARCH_PASS") or None,

@@ -103,10 +103,23 @@ def explain(exc: BaseException, url: str) -> str:
     return f"cannot connect to PostgreSQL at {target}: {logs.redact(text)}"
 
 
+# psycopg prepares a statement after 5 executions. PgBouncer before 1.21 in transaction mode cannot route prepared
+# statements (the next transaction may run on another server connection): REACTOR_PREPARED_STATEMENTS=off.
+_prepare_threshold: int | None = 5
+
+
+def use_prepared_statements(enabled: bool) -> None:
+    """Set once from Settings.prepared_statements, before any connection is made."""
+    global _prepare_threshold
+    _prepare_threshold = 5 if enabled else None
+
+
 def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
     """A synchronous connection for CLI commands, raising DatabaseError with a readable cause."""
     try:
-        return psycopg.connect(url, autocommit=autocommit, connect_timeout=10)
+        conn = psycopg.connect(url, autocommit=autocommit, connect_timeout=10)
+        conn.prepare_threshold = _prepare_threshold
+        return conn
     except psycopg.OperationalError as exc:
         raise DatabaseError(explain(exc, url)) from None
 
@@ -119,7 +132,7 @@ def make_pool(url: str, *, min_size: int = 1, max_size: int = 4) -> AsyncConnect
         max_size=max_size,
         open=False,
         check=AsyncConnectionPool.check_connection,
-        kwargs={"autocommit": True, "application_name": "reactor-worker"},
+        kwargs={"autocommit": True, "application_name": "reactor-worker", "prepare_threshold": _prepare_threshold},
         name="reactor-work",
         reconnect_timeout=24 * 3600,
     )

@@ -87,7 +87,8 @@ class Doorbell:
                     waited_s=self.probe_timeout_s,
                     action="polling only: new rows wait up to the poll interval",
                     hint="behind PgBouncer in transaction mode LISTEN needs a session connection: "
-                    "set REACTOR_LISTEN_URL to one (direct to PostgreSQL or a session-mode pool)",
+                    "set REACTOR_LISTEN_URL to one (direct to PostgreSQL or a session-mode pool); before "
+                    "PgBouncer 1.21 also set REACTOR_PREPARED_STATEMENTS=off",
                 )
         self.notifications_ok = ok
         if ok:

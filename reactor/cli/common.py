@@ -64,12 +64,16 @@ def echo_json(doc: Any) -> None:
 
 def settings_from_env() -> config_mod.Settings:
     """The one Settings object; a value written wrong exits 2 (like a bad option), anything else 1."""
+    from reactor.db import use_prepared_statements
+
     try:
-        return config_mod.load()
+        settings = config_mod.load()
     except config_mod.InvalidSetting as exc:
         raise Fail(str(exc), code=2) from None
     except config_mod.ConfigError as exc:
         raise Fail(str(exc)) from None
+    use_prepared_statements(settings.prepared_statements)
+    return settings
 
 
 def database_url(settings: config_mod.Settings) -> str:

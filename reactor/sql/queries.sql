@@ -298,7 +298,7 @@ SELECT count(*) FROM reactor.feedback_analysis a
                                 OR a.zero_shot_model IS DISTINCT FROM %(zero_shot_model)s))
     OR (%(mode)s = 'since' AND a.analyzed_at < %(since)s);
 
--- =====================================================================================================
+-- ============================================================================================================
 -- Operator commands (reactor/cli): wake-ups, status, show, failed, prune, uninstall counts.
 -- ============================================================================================================
 
@@ -399,7 +399,6 @@ SELECT count(*) FROM jobs j
 -- What `reactor sql --uninstall` drops: every table of schema reactor (counted one by one).
 SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = 'reactor' AND c.relkind IN ('r', 'p') ORDER BY c.relname;
-=======
 -- ======================================================================================================
 -- OpenSearch sink (reactor/sinks): the outbox drain, the documents it builds, index rebuilds.
 -- One drainer at a time across processes (sink drains and rebuilds share one advisory lock key): two
