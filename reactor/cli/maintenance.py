@@ -120,7 +120,15 @@ def reprocess(mode: str, since: datetime | None, models: str | None, chunk: int,
         }
         row = conn.execute(q("reprocess_count"), params).fetchone()
         total = row[0] if row else 0
-        if dry_run or not total:
+        if dry_run:
+            click.echo(f"{total} analysed rows match ({mode})")
+            return
+        if mode == "stale":  # batches computing now may still use the old topics or models
+            in_flight = conn.execute(q("reprocess_in_flight")).rowcount
+            if in_flight:
+                conn.execute(q("wake_reactors"))
+                click.echo(f"requeued {in_flight} rows a batch is computing right now (with the old topics or models)")
+        if not total:
             click.echo(f"{total} analysed rows match ({mode})")
             return
         queued = 0

@@ -290,6 +290,16 @@ WITH chosen AS (
 )
 SELECT (SELECT max(feedback_id) FROM chosen), (SELECT count(*) FROM chosen), (SELECT count(*) FROM queued);
 
+-- name: reprocess_in_flight
+-- A batch computing now may use the topics and models that were current at its claim: each of its feedbacks gets
+-- a fresh low-priority row too, unless an unclaimed upsert/delete row already waits for it.
+INSERT INTO reactor.queue (feedback_id, op, priority)
+SELECT DISTINCT q.feedback_id, 'upsert', 2
+  FROM reactor.queue q
+ WHERE q.claimed_by IS NOT NULL AND q.op <> 'delete'
+   AND NOT EXISTS (SELECT 1 FROM reactor.queue w
+                    WHERE w.feedback_id = q.feedback_id AND w.op <> 'reindex' AND w.claimed_by IS NULL);
+
 -- name: reprocess_count
 SELECT count(*) FROM reactor.feedback_analysis a
  WHERE %(mode)s = 'all'

@@ -88,7 +88,9 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
                 WHEN jsonb_typeof(cfg -> name) = 'number'
                  AND (cfg ->> name)::numeric = trunc((cfg ->> name)::numeric)
                  AND (cfg ->> name)::numeric BETWEEN k.lo AND k.hi
-                THEN (cfg ->> name)::numeric::integer END
+                -- clamped although the test above already bounds it: the planner may fold this branch on its
+                -- own for a constant config, and must not raise "integer out of range" doing so
+                THEN least(greatest((cfg ->> name)::numeric, k.lo), k.hi)::integer END
       FROM reactor.job_config_keys() k WHERE k.key = name
 $$;
 
