@@ -62,13 +62,17 @@ def empty_db(pg_server: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def pg_url(empty_db: str) -> str:
-    """A fresh database with the reactor installed (compat tables, migrations, triggers, job config)."""
+def pg_url(empty_db: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database with the reactor installed (compat tables, migrations, triggers, job config). After the
+    test the invariants are checked: word_counts = sum of per-row counts, no analysis without its feedback."""
     from reactor import sql
+    from tests.integration.helpers import assert_invariants
 
     with psycopg.connect(empty_db, autocommit=True) as conn:
         sql.install(conn, job_key="feedback_analysis")
-    return empty_db
+    yield empty_db
+    if request.node.get_closest_marker("seeds_partial_state") is None:
+        assert_invariants(empty_db)
 
 
 def reactor_env(url: str, **extra: str) -> dict[str, str]:

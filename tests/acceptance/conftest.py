@@ -87,16 +87,19 @@ def private_pg() -> Iterator[PrivatePostgres]:
 
 
 @pytest.fixture
-def private_url(private_pg: PrivatePostgres) -> str:
-    """A database with the reactor installed on the private server."""
+def private_url(private_pg: PrivatePostgres) -> Iterator[str]:
+    """A database with the reactor installed on the private server; the invariants are checked after the test."""
     from reactor import sql
+    from tests.integration.helpers import assert_invariants
 
     with psycopg.connect(private_pg.maintenance_url, autocommit=True) as conn:
         conn.execute('CREATE DATABASE "faults"')
     url = _with_db(private_pg.maintenance_url, "faults")
     with psycopg.connect(url, autocommit=True) as conn:
         sql.install(conn, job_key="feedback_analysis")
-    return url
+    yield url
+    if private_pg.running:
+        assert_invariants(url)
 
 
 def free_port() -> int:

@@ -21,7 +21,7 @@ import pytest
 
 from tests.acceptance.conftest import PrivatePostgres, free_port
 from tests.conftest import run_cli, scalar, wait_until
-from tests.integration.helpers import assert_consistent, insert, recount, stored_counts
+from tests.integration.helpers import assert_consistent, assert_invariants, insert, recount, stored_counts
 
 WORDS = (
     "fast slow price support crash login screen payment refund great awful button update delivery "
@@ -84,6 +84,7 @@ def assert_all_analysed_once(url: str, expected: int) -> None:
 
 KILL_ROWS = int(os.environ.get("FAULTS_KILL_ROWS", "10000"))
 KILLS = int(os.environ.get("FAULTS_KILLS", "20"))
+KILLER = "KILLS-THE-PROCESS"
 
 
 def _lease_holders(url: str) -> set[int]:
@@ -107,7 +108,7 @@ def test_kill_storm_3_reactors_10000_rows_every_row_once(pg_url, start_reactor):
     say(f"3 reactors (--lease 2), batch_size 50, max_attempts 100, {KILL_ROWS} rows, >= {KILLS} SIGKILLs")
     set_config(pg_url, batch_size=50, max_attempts=100)
     args = ("--lease", "2", "--poll-interval", "1")
-    env = {"REACTOR_STANDIN_DELAY_MS": "40"}
+    env = {"REACTOR_STANDIN_DELAY_MS": "40", "REACTOR_STANDIN_EXIT_ON": KILLER}
     live = [start_reactor(*args, **env) for _ in range(3)]
     for r in live:
         r.wait_for_log("reactor.started", 60)
@@ -192,6 +193,35 @@ def test_kill_storm_3_reactors_10000_rows_every_row_once(pg_url, start_reactor):
     listed = {w["pid"] for w in info["workers"]}
     say(f"status lists {len(listed)} workers ({len(listed - live_pids)} of them killed reactors)")
     assert live_pids <= listed
+
+    # A row that kills the process itself, in one batch with 9 innocent rows: the crashed batch comes back in
+    # halves, so only the culprit reaches max_attempts and is parked; a supervisor restarts dead reactors.
+    set_config(pg_url, batch_size=10, max_attempts=5)
+    neighbours = insert(
+        pg_url,
+        [f"innocent neighbour {i}" for i in range(4)]
+        + [f"the {KILLER} row"]
+        + [f"innocent neighbour {i}" for i in range(4, 9)],
+    )
+    killer = neighbours.pop(4)
+    deaths = 0
+    deadline = time.monotonic() + 180
+    while scalar(pg_url, "SELECT count(*) FROM reactor.failed") == 0 or queue_depth(pg_url):
+        assert time.monotonic() < deadline, "the killer row was not isolated in time"
+        for r in list(live):
+            if r.proc.poll() is not None:  # died on the killer row: restart it, as systemd would
+                assert r.proc.returncode == 70, r.log()[-2000:]
+                deaths += 1
+                live.remove(r)
+                live.append(start_reactor(*args, **env))
+        time.sleep(0.1)
+    parked = [row[0] for row in psycopg.connect(pg_url).execute("SELECT feedback_id FROM reactor.failed")]
+    say(f"did: a row that kills the process, with 9 neighbours: {deaths} deaths, parked {parked}")
+    assert parked == [killer]
+    assert (
+        scalar(pg_url, "SELECT count(*) FROM reactor.feedback_analysis WHERE feedback_id = ANY(%s)", [neighbours]) == 9
+    )
+    assert_invariants(pg_url)
     for r in live:
         assert r.stop(signal.SIGTERM) == 0, r.log()[-3000:]
         assert "unexpected_error" not in r.log(), r.log()[-4000:]

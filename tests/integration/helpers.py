@@ -23,8 +23,29 @@ def stored_counts(url: str) -> dict[str, int]:
         return dict(conn.execute("SELECT word, count FROM reactor.word_counts").fetchall())
 
 
+def assert_invariants(url: str) -> None:
+    """What must hold after anything wrote: reactor.word_counts equals the sum of the per-row counts in
+    feedback_analysis, and every analysis has its feedback. (pg_url checks it after every test.)"""
+    with psycopg.connect(url) as conn:
+        if conn.execute("SELECT to_regclass('reactor.word_counts') IS NULL").fetchone()[0]:
+            return  # uninstalled: nothing of the reactor's is left to be inconsistent
+        orphans = conn.execute(
+            "SELECT count(*) FROM reactor.feedback_analysis a WHERE NOT EXISTS "
+            "(SELECT 1 FROM feedbacks f WHERE f.id = a.feedback_id)"
+        ).fetchone()[0]
+        summed = dict(
+            conn.execute(
+                "SELECT w.key, sum(w.value::bigint) FROM reactor.feedback_analysis a, jsonb_each_text(a.word_counts) w"
+                " GROUP BY w.key HAVING sum(w.value::bigint) <> 0"
+            ).fetchall()
+        )
+    assert orphans == 0, f"{orphans} analyses belong to deleted feedback"
+    assert stored_counts(url) == summed, "reactor.word_counts differs from the sum of the per-row counts"
+
+
 def assert_consistent(url: str) -> None:
-    """Every feedback analysed once, none extra, word totals equal a recount."""
+    """Every feedback analysed once, none extra, word totals equal a recount (and the invariants hold)."""
+    assert_invariants(url)
     with psycopg.connect(url) as conn:
         missing = conn.execute(
             "SELECT count(*) FROM feedbacks f LEFT JOIN reactor.feedback_analysis a ON a.feedback_id = f.id "
