@@ -1,5 +1,6 @@
 """The reactor's periodic chores, beside the loop and never on its hot path: heartbeats (what `reactor status`
-lists), gauges for /metrics and /health, and pruning what grows forever (tombstones no queue row needs)."""
+lists), gauges for /metrics and /health, and pruning what would grow forever: `jobs` rows past
+`jobs_retention_days` and tombstones no queue row needs, in small batches so writers never wait on it."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ import psycopg
 
 from reactor import logs
 from reactor.batching import sleep_unless
+from reactor.control import JobConfig
 from reactor.observability import Metrics
 from reactor.ports import Listener, Store
 
 log = logging.getLogger("reactor.housekeeping")
+PRUNE_BATCH = 1000
 TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, OSError, TimeoutError)
 
 
@@ -28,12 +31,13 @@ class Housekeeping:
         listener: Listener,
         metrics: Metrics,
         state: Callable[[], str],
+        config: Callable[[], JobConfig],
         *,
         heartbeat_s: float = 5.0,
         gauges_s: float = 2.0,
         prune_s: float = 60.0,
     ) -> None:
-        self.store, self.listener, self.metrics, self.state = store, listener, metrics, state
+        self.store, self.listener, self.metrics, self.state, self.config = store, listener, metrics, state, config
         self.heartbeat_s, self.gauges_s, self.prune_s = heartbeat_s, gauges_s, prune_s
         self.oldest_ready_s: float | None = None
         self._beat = asyncio.Event()
@@ -83,5 +87,10 @@ class Housekeeping:
         while not stop.is_set():
             await sleep_unless(stop, self.prune_s)
             with contextlib.suppress(*TRANSIENT, psycopg.errors.UndefinedTable):
-                while not stop.is_set() and (removed := await self.store.prune(batch=1000)):
-                    logs.event(log, "housekeeping.pruned", tombstones=removed)
+                days = self.config().jobs_retention_days
+                while not stop.is_set():
+                    removed = await self.store.prune(retention_days=days, batch=PRUNE_BATCH)
+                    if not any(removed.values()):
+                        break
+                    logs.event(log, "housekeeping.pruned", retention_days=days, **removed)
+                    await sleep_unless(stop, 0.1)  # small batches, spaced: the application never waits on them

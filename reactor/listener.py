@@ -20,6 +20,7 @@ from reactor import backoff, logs
 from reactor.batching import sleep_unless
 from reactor.db import explain, with_keepalive
 from reactor.ports import ListenHandler
+from reactor.sql import q
 
 WORK_CHANNEL = "reactor_work"
 CONTROL_CHANNEL = "reactor_control"
@@ -76,7 +77,7 @@ class Listener:
                 await self._keepalive(conn)
 
     async def _keepalive(self, conn: psycopg.AsyncConnection) -> None:
-        cur = await asyncio.wait_for(conn.execute("SELECT pg_notification_queue_usage()"), self.keepalive_s)
+        cur = await asyncio.wait_for(conn.execute(q("notification_queue_usage")), self.keepalive_s)
         row = await cur.fetchone()
         self.queue_usage = float(row[0]) if row else 0.0
         self.last_ok = time.monotonic()

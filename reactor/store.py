@@ -84,10 +84,15 @@ class PgStore:
             queue, failed, outbox, oldest = await (await conn.execute(q("gauges"))).fetchone()  # type: ignore[misc]
         return Gauges(queue, failed, outbox, float(oldest) if oldest is not None else None)
 
-    async def prune(self, *, batch: int = 1000) -> int:
-        """Housekeeping in small batches: tombstones no older queue row can need any more."""
+    async def prune(self, *, retention_days: int, batch: int = 1000) -> dict[str, int]:
+        """One small batch of housekeeping: `jobs` rows past the retention (with their job_runs) and tombstones
+        no older queue row can need any more. Call again while anything was removed."""
         async with self.pool.connection(timeout=10) as conn:
-            return (await conn.execute(q("prune_tombstones"), {"batch": batch})).rowcount
+            jobs = await (
+                await conn.execute(q("prune_jobs"), {"job_name": self.job_name, "days": retention_days, "batch": batch})
+            ).fetchone()
+            tombstones = (await conn.execute(q("prune_tombstones"), {"batch": batch})).rowcount
+        return {"jobs": int(jobs[0]) if jobs else 0, "tombstones": tombstones}
 
     # --- the wake-up protocol ---------------------------------------------------------------------------------
 

@@ -85,9 +85,9 @@ class InMemoryStore:
         self._call("gauges")
         return Gauges(len(self.claims), 0, 0, None)
 
-    async def prune(self, *, batch: int = 1000) -> int:
+    async def prune(self, *, retention_days: int, batch: int = 1000) -> dict[str, int]:
         self._call("prune")
-        return 0
+        return {"jobs": 0, "tombstones": 0}
 
     async def arm(self, ttl_s: float) -> None:
         self._call("arm")

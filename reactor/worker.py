@@ -53,6 +53,7 @@ class Options:
     keepalive_s: float = 10.0  # LISTEN connection check
     grace_s: float = 30.0  # SIGTERM: time to finish the batch in flight before giving it back
     heartbeat_s: float = 5.0
+    prune_s: float = 60.0  # housekeeping: jobs retention and tombstones
     retry_base_s: float = 1.0  # backoff base for a row whose analysis failed
     db_retry_base_s: float = 0.2  # backoff base for a transaction that failed transiently
     exit_when_idle: bool = False  # stop once the queue is drained (demo, scripts)
@@ -89,7 +90,13 @@ class Reactor:
         self.stop_deadline: float | None = None
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="enrich")
         self.housekeeping = Housekeeping(
-            store, listener, self.metrics, lambda: self.state, heartbeat_s=self.opt.heartbeat_s
+            store,
+            listener,
+            self.metrics,
+            lambda: self.state,
+            lambda: self.config,
+            heartbeat_s=self.opt.heartbeat_s,
+            prune_s=self.opt.prune_s,
         )
         self.in_flight: Claim | None = None
         self.model_call_running = False  # true while a model call runs (SIGTERM past the grace period leaves it)

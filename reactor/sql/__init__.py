@@ -17,7 +17,6 @@ from typing import LiteralString, cast
 import psycopg
 from psycopg import sql
 
-INSTALL_LOCK = 7_305_447_001  # pg_advisory_xact_lock key shared by concurrent `reactor sql` runs
 # What the reactor needs of the original worker's tables: column -> accepted types, checked before anything is
 # written (any integer id, any text-like text: the triggers, queue and documents work with those).
 INTEGER = ("smallint", "integer", "bigint")
@@ -89,13 +88,7 @@ def _digest(text: str) -> str:
 def _check_columns(conn: psycopg.Connection) -> None:
     """Refuse, in one line and before any DDL, tables that exist but cannot host the reactor (a missing table is
     created by compat.sql). Tables resolve through the connection's search_path, as the triggers do."""
-    rows = conn.execute(
-        "SELECT t.name, a.attname, format_type(coalesce(nullif(ty.typbasetype, 0), a.atttypid), NULL)"
-        "  FROM unnest(%s::text[]) AS t(name)"
-        "  JOIN pg_attribute a ON a.attrelid = to_regclass(t.name) AND a.attnum > 0 AND NOT a.attisdropped"
-        "  JOIN pg_type ty ON ty.oid = a.atttypid",
-        [list(REQUIRED_COLUMNS)],
-    ).fetchall()
+    rows = conn.execute(q("feedback_table_columns"), {"tables": list(REQUIRED_COLUMNS)}).fetchall()
     have: dict[str, dict[str, str]] = {}
     for table, column, type_name in rows:
         have.setdefault(table, {})[column] = type_name
@@ -118,45 +111,29 @@ def install(conn: psycopg.Connection, *, job_key: str, force: bool = False, back
     """Bring the database to the current schema; safe to run any number of times."""
     report = InstallReport()
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", [INSTALL_LOCK])
+        conn.execute(q("install_lock"))
         _check_columns(conn)
         conn.execute(cast(LiteralString, read("compat.sql")))
-        conn.execute("CREATE SCHEMA IF NOT EXISTS reactor")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS reactor.schema_version ("
-            " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS reactor.installed ("
-            " name text PRIMARY KEY, checksum text NOT NULL, installed_at timestamptz NOT NULL DEFAULT now())"
-        )
-        done = {row[0] for row in conn.execute("SELECT version FROM reactor.schema_version")}
+        conn.execute(cast(LiteralString, read("bootstrap.sql")))
+        done = {row[0] for row in conn.execute(q("applied_migrations"))}
         for version, name, body in migrations():
             if version in done:
                 continue
             conn.execute(cast(LiteralString, body))
-            conn.execute(
-                "INSERT INTO reactor.schema_version (version, name, checksum) VALUES (%s, %s, %s)",
-                [version, name, _digest(body)],
-            )
+            conn.execute(q("record_migration"), {"version": version, "name": name, "checksum": _digest(body)})
             report.applied_migrations.append(name)
         triggers = read("triggers.sql")
-        row = conn.execute("SELECT checksum FROM reactor.installed WHERE name = 'triggers'").fetchone()
+        row = conn.execute(q("installed_checksum"), {"name": "triggers"}).fetchone()
         if force or not row or row[0] != _digest(triggers):
             conn.execute(cast(LiteralString, triggers))
-            conn.execute(
-                "INSERT INTO reactor.installed (name, checksum) VALUES ('triggers', %s) "
-                "ON CONFLICT (name) DO UPDATE SET checksum = excluded.checksum, installed_at = now()",
-                [_digest(triggers)],
-            )
+            conn.execute(q("record_installed"), {"name": "triggers", "checksum": _digest(triggers)})
             report.triggers_updated = True
         conn.execute(q("register_job_key"), {"key": job_key})
         report.config_created = conn.execute(q("ensure_job_config"), {"key": job_key}).rowcount > 0
         if backfill:
             report.backfilled = conn.execute(cast(LiteralString, read("backfill.sql"))).rowcount
             if report.backfilled:
-                conn.execute("SELECT pg_notify('reactor_work', '')")
+                conn.execute(q("wake_reactors"))
     return report
 
 
@@ -165,8 +142,8 @@ def grant_listener(conn: psycopg.Connection, role: str) -> None:
     with conn.transaction():
         for statement in _statements(read("grants.sql")):
             conn.execute(sql.SQL(statement).format(role=sql.Identifier(role)))  # type: ignore[arg-type]
-        row = conn.execute("SELECT pg_get_serial_sequence('jobs', 'id')").fetchone()
-        if row and row[0]:  # the user's jobs table may use a serial (needs the grant) or an identity column
+        row = conn.execute(q("jobs_sequence")).fetchone()
+        if row and row[0]:
             schema, _, name = row[0].rpartition(".")
             conn.execute(
                 sql.SQL("GRANT USAGE ON SEQUENCE {} TO {}").format(
@@ -193,13 +170,10 @@ def uninstall_counts(conn: psycopg.Connection) -> dict[str, int]:
 def uninstall(conn: psycopg.Connection) -> None:
     """Drop triggers and the reactor schema (analyses and word counts with it); user tables and rows stay."""
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", [INSTALL_LOCK])
+        conn.execute(q("install_lock"))
         conn.execute(cast(LiteralString, read("uninstall.sql")))
 
 
 def schema_version(conn: psycopg.Connection) -> int | None:
-    row = conn.execute(
-        "SELECT CASE WHEN to_regclass('reactor.schema_version') IS NULL THEN NULL "
-        "ELSE (SELECT max(version) FROM reactor.schema_version) END"
-    ).fetchone()
+    row = conn.execute(q("schema_version")).fetchone()
     return row[0] if row else None

@@ -1,5 +1,38 @@
 -- Named queries used by the reactor, loaded by reactor.sql.queries(). Each block starts with `-- name: NAME`.
 
+-- name: install_lock
+-- Concurrent `reactor sql` runs (and uninstalls) take turns.
+SELECT pg_advisory_xact_lock(7305447001);
+
+-- name: feedback_table_columns
+-- Columns and (base) types of the original worker's tables, resolved through the search_path as the triggers
+-- are; a table that does not exist yet returns nothing (compat.sql creates it).
+SELECT t.name, a.attname, format_type(coalesce(nullif(ty.typbasetype, 0), a.atttypid), NULL)
+  FROM unnest(%(tables)s::text[]) AS t(name)
+  JOIN pg_attribute a ON a.attrelid = to_regclass(t.name) AND a.attnum > 0 AND NOT a.attisdropped
+  JOIN pg_type ty ON ty.oid = a.atttypid;
+
+-- name: applied_migrations
+SELECT version FROM reactor.schema_version;
+
+-- name: record_migration
+INSERT INTO reactor.schema_version (version, name, checksum) VALUES (%(version)s, %(name)s, %(checksum)s);
+
+-- name: installed_checksum
+SELECT checksum FROM reactor.installed WHERE name = %(name)s;
+
+-- name: record_installed
+INSERT INTO reactor.installed (name, checksum) VALUES (%(name)s, %(checksum)s)
+ON CONFLICT (name) DO UPDATE SET checksum = excluded.checksum, installed_at = now();
+
+-- name: schema_version
+SELECT CASE WHEN to_regclass('reactor.schema_version') IS NULL THEN NULL
+            ELSE (SELECT max(version) FROM reactor.schema_version) END;
+
+-- name: jobs_sequence
+-- The user's jobs table may use a serial (its sequence needs a grant) or an identity column.
+SELECT pg_get_serial_sequence('jobs', 'id');
+
 -- name: register_job_key
 -- The validation trigger checks the job_configs rows whose key is registered here.
 INSERT INTO reactor.job_keys (key) VALUES (%(key)s) ON CONFLICT DO NOTHING;
@@ -230,6 +263,10 @@ SELECT EXISTS (SELECT 1 FROM reactor.queue
 -- name: send_probe
 -- Sent through the work connection at each LISTEN (re)connect: it must arrive on the LISTEN connection.
 SELECT pg_notify('reactor_work', %(payload)s);
+
+-- name: notification_queue_usage
+-- The LISTEN connection's keep-alive: proves the connection alive and watches PostgreSQL's notification queue.
+SELECT pg_notification_queue_usage();
 
 -- name: queue_empty
 SELECT NOT EXISTS (SELECT 1 FROM reactor.queue);

@@ -9,9 +9,6 @@ import pty
 import subprocess
 import sys
 
-import pytest
-
-from reactor.store import JobConfig
 from tests.conftest import ROOT, reactor_env, run_cli, scalar
 from tests.integration.cli_invoke import assert_clean_error, execute, invoke
 from tests.integration.helpers import assert_consistent, insert
@@ -175,8 +172,6 @@ def test_prune_keeps_the_newest_job_even_when_old(pg_url: str) -> None:
 
 
 def test_prune_default_is_the_configured_retention(pg_url: str) -> None:
-    if not hasattr(JobConfig(), "jobs_retention_days"):
-        pytest.skip("the job_configs parser does not know jobs_retention_days yet (prune uses 30 days)")
     _jobs(pg_url)
     execute(pg_url, """UPDATE job_configs SET config = config || '{"jobs_retention_days": 60}'""")
     assert "0 jobs rows of 'feedback_analysis' are older than 60 days" in invoke(pg_url, "prune", "--dry-run").stdout

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import reactor_env, run_cli
 from tests.integration.cli_invoke import execute, invoke
 from tests.integration.helpers import store_config_bypassing_validation
@@ -85,6 +87,7 @@ def test_effective_config_and_its_problems_as_warnings(pg_url: str) -> None:
     assert doc["config"]["batch_size"] == 10 and doc["warnings"]
 
 
+@pytest.mark.seeds_partial_state  # analyses of feedbacks that do not exist, to show stale counts
 def test_topics_stale_rows_and_search_errors(pg_url: str) -> None:
     result = invoke(pg_url, "status")
     assert "topics: 0 active" in result.stdout and "warning: no active topics" in result.stdout

@@ -329,3 +329,27 @@ def test_a_fresh_row_behind_exhausted_ones_is_not_left_waiting_for_the_poll(pg_u
 
     asyncio.run(go())
     assert scalar(pg_url, "SELECT count(*) FROM reactor.failed") == 60
+
+
+def test_the_reactor_prunes_jobs_past_the_retention_and_obsolete_tombstones(pg_url):
+    ids = insert(pg_url, [f"row {i}" for i in range(5)])
+    for fid in ids:  # five batches, five jobs rows
+        with_store(pg_url, drain)
+        run_sql(pg_url, f"DELETE FROM feedbacks WHERE id = {fid}")
+    with_store(pg_url, drain)
+    run_sql(pg_url, "UPDATE jobs SET updated_at = now() - interval '40 days'")
+    run_sql(pg_url, "UPDATE reactor.tombstones SET deleted_at = now() - interval '2 minutes'")
+    assert scalar(pg_url, "SELECT count(*) FROM reactor.tombstones") == 5
+
+    async def go() -> None:
+        async with running(pg_url, prune_s=0.1):
+            await until(
+                lambda: (
+                    scalar(pg_url, "SELECT count(*) FROM jobs") == 1
+                    and scalar(pg_url, "SELECT count(*) FROM reactor.tombstones") == 0
+                ),
+                what="the jobs retention (30 days) and the tombstones pruned",
+            )
+
+    asyncio.run(go())
+    assert scalar(pg_url, "SELECT count(*) FROM reactor.job_runs") == 1  # the newest job is kept with its run
