@@ -173,3 +173,35 @@ def test_sql_accepts_a_minimal_table_in_another_schema(empty_db):
     with psycopg.connect(url, autocommit=True) as conn:  # the triggers work on the table in schema app
         conn.execute("INSERT INTO feedbacks (text) VALUES ('after the install')")
         assert conn.execute("SELECT count(*) FROM reactor.queue").fetchone()[0] == 1
+
+
+def test_health_is_down_with_the_fix_while_the_schema_is_missing_and_recovers(pg_url, start_reactor):
+    import json
+    import urllib.error
+    import urllib.request
+
+    from tests.acceptance.conftest import free_port
+
+    port = free_port()
+
+    def health() -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    reactor = start_reactor("--http", f"127.0.0.1:{port}", "--poll-interval", "1")
+    reactor.wait_for_log("reactor.started", 60)
+    wait_until(lambda: health()[0] == 200, 30, "/health UP")
+    assert run_cli(pg_url, "sql", "--uninstall", "--yes").returncode == 0
+    wait_until(lambda: health()[0] == 503, 30, "/health DOWN")
+    body = health()[1]
+    assert "run `reactor sql`" in body["reason"], body
+    time.sleep(7)  # long enough for several loop retries, heartbeats and gauge refreshes
+    assert "Traceback" not in reactor.log() and "UndefinedTable" not in reactor.log()
+    assert run_cli(pg_url, "sql").returncode == 0
+    wait_until(lambda: health()[0] == 200, 60, "/health UP after `reactor sql`")
+    insert(pg_url, ["after the reinstall"])
+    wait_until(lambda: analysed(pg_url) == 1, 60, "analysed after the reinstall")
+    assert reactor.stop() == 0
