@@ -17,6 +17,10 @@ import time
 import psycopg
 from benchlib import database_server, latency_run, machine, set_config, start_reactor, stop_reactor, wait_drained
 
+from reactor.worker import Options
+
+DEFAULT_MAX_WAIT_MS = Options().max_wait_ms  # each checkout measured with its own default
+
 
 def throughput_run(url: str, backlog: int, batch_size: int) -> dict[str, float]:
     set_config(url, batch_size=batch_size, run_next_job=False)
@@ -42,7 +46,12 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=200.0, help="inserts per second for the latency run")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--latency-batch-size", type=int, default=10, help="job_configs batch_size during latency run")
-    ap.add_argument("--max-wait-ms", type=float, default=50.0)
+    ap.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=DEFAULT_MAX_WAIT_MS,
+        help="reactor debounce (default: reactor listen's own)",
+    )
     ap.add_argument("--backlog", type=int, default=50_000)
     ap.add_argument("--batch-size", type=int, default=500, help="job_configs batch_size during throughput run")
     args = ap.parse_args()
