@@ -82,6 +82,42 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+NOTIFICATIONS = {True: "ok", False: "not delivered: polling", None: "unknown"}  # what the start-up probe found
+
+
+def judge_health(
+    *,
+    database_problem: str | None,
+    listening: bool,
+    state: str,
+    waited_s: float | None,
+    last_batch_at: float | None,
+    stall_s: float,
+    info: dict[str, Any],
+) -> tuple[bool, dict[str, Any]]:
+    """/health's verdict: DOWN with the first reason found (database, LISTEN connection, a stalled queue)."""
+    notifications = NOTIFICATIONS.get(info.get("notifications"), info.get("notifications"))
+    body: dict[str, Any] = {
+        **info,
+        "state": state,
+        "queue_wait_s": waited_s,
+        "last_batch_s_ago": age_s(last_batch_at),
+        "notifications": {True: "ok", False: "not delivered: polling", None: "unknown"}.get(
+            notifications, notifications
+        ),
+    }
+    reason = database_problem
+    if reason is None and not listening:
+        reason = "LISTEN connection is down (reconnecting)"
+    waited = waited_s or 0
+    idle_for = None if last_batch_at is None else time.monotonic() - last_batch_at
+    if reason is None and state == "running" and waited > stall_s and (idle_for is None or idle_for > stall_s):
+        reason = f"stalled: ready rows have waited {waited:.0f}s with no batch completed"
+    if reason:
+        return False, {"status": "DOWN", "reason": reason, **body}
+    return True, {"status": "UP", **body}
+
+
 OUTCOMES = ("analysed", "deleted", "reindexed", "retried", "parked", "stale")
 
 

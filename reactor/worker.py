@@ -28,7 +28,7 @@ from reactor.batching import sleep_unless
 from reactor.control import JobConfig
 from reactor.enrich import Enricher, ItemError, Result
 from reactor.housekeeping import Housekeeping
-from reactor.observability import Metrics, age_s, report_batch, serve
+from reactor.observability import Metrics, judge_health, report_batch, serve
 from reactor.ports import Listener, Sink, Store
 from reactor.store import SchemaMissing
 from reactor.wakeup import Doorbell
@@ -386,30 +386,20 @@ class Reactor:
 
     async def health(self) -> tuple[bool, dict[str, object]]:
         """UP when the database answers with the schema installed, the LISTEN connection is up and ready rows
-        are moving."""
-        info: dict[str, object] = {
-            "worker": self.id,
-            "state": self.state,
-            "queue_wait_s": self.housekeeping.oldest_ready_s,
-            "last_batch_s_ago": age_s(self.last_batch_at),
-            "notifications": {True: "ok", False: "not delivered: polling", None: "unknown"}[
-                self.doorbell.notifications_ok
-            ],
-        }
-        reason = None
+        are moving (the verdict itself: observability.judge_health)."""
+        problem = None
         try:
             await asyncio.wait_for(self.store.ping(), 2)
         except SchemaMissing as exc:
-            reason = str(exc)
+            problem = str(exc)
         except Exception as exc:
-            reason = f"database unreachable: {logs.redact(str(exc)).strip() or type(exc).__name__}"
-        if reason is None and not self.listener.connected.is_set():
-            reason = "LISTEN connection is down (reconnecting)"
-        waited = self.housekeeping.oldest_ready_s or 0
-        if reason is None and self.state == "running" and waited > self.opt.stall_s:
-            last = self.last_batch_at
-            if last is None or time.monotonic() - last > self.opt.stall_s:
-                reason = f"stalled: ready rows have waited {waited:.0f}s with no batch completed"
-        if reason:
-            return False, {"status": "DOWN", "reason": reason, **info}
-        return True, {"status": "UP", **info}
+            problem = f"database unreachable: {logs.redact(str(exc)).strip() or type(exc).__name__}"
+        return judge_health(
+            database_problem=problem,
+            listening=self.listener.connected.is_set(),
+            state=self.state,
+            waited_s=self.housekeeping.oldest_ready_s,
+            last_batch_at=self.last_batch_at,
+            stall_s=self.opt.stall_s,
+            info={"worker": self.id, "notifications": self.doorbell.notifications_ok},
+        )
