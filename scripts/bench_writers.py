@@ -64,9 +64,18 @@ from reactor.worker import Options
 
 STATES = {
     "a": "(a) no reactor objects",
+    "f": "(f) an empty trigger (the floor)",
     "b": "(b) reactor sql, nobody listening",
     "c": "(c) + reactor listen (stand-in)",
 }
+# --floor: what PostgreSQL charges for firing any statement trigger of the reactor's shape (transition table,
+# SECURITY DEFINER, fixed search_path) that writes nothing: no capture by trigger can cost the writer less.
+FLOOR_TRIGGER = """
+CREATE FUNCTION floor_trigger() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$ BEGIN RETURN NULL; END $$;
+CREATE TRIGGER floor_insert AFTER INSERT ON feedbacks
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION floor_trigger();
+"""
 INSERT_SCRIPT = """\\set n random(1, 1000000)
 \\set w random(1, 8)
 INSERT INTO feedbacks (text) VALUES ('writer ' || :client_id || ' order ' || :n || ': ' ||
@@ -101,7 +110,11 @@ class Writers:
         self.script = tmp / "insert.sql"
         self.script.write_text(INSERT_SCRIPT)
         self.tag = uuid.uuid4().hex[:6]
-        self.templates = {"bare": f"bench_w_{self.tag}_bare", "reactor": f"bench_w_{self.tag}_reactor"}
+        self.templates = {
+            "bare": f"bench_w_{self.tag}_bare",
+            "reactor": f"bench_w_{self.tag}_reactor",
+            "floor": f"bench_w_{self.tag}_floor",
+        }
 
     def admin(self, sql: str, *args: object) -> Any:
         with psycopg.connect(self.url, autocommit=True) as conn:
@@ -118,6 +131,9 @@ class Writers:
             conn.execute(sql.read("compat.sql"))  # type: ignore[arg-type]
         with psycopg.connect(with_db(self.url, self.templates["reactor"]), autocommit=True) as conn:
             sql.install(conn, job_key="feedback_analysis")
+        with psycopg.connect(with_db(self.url, self.templates["floor"]), autocommit=True) as conn:
+            conn.execute(sql.read("compat.sql"))  # type: ignore[arg-type]
+            conn.execute(FLOOR_TRIGGER)
 
     def drop_templates(self) -> None:
         for name in self.templates.values():
@@ -136,7 +152,7 @@ class Writers:
     @contextlib.contextmanager
     def state(self, state: str, batch_size: int | None = None) -> Iterator[str]:
         """A fresh database in `state`; for (c) with its reactor running (stopped on exit)."""
-        with self.database("bare" if state == "a" else "reactor") as url:
+        with self.database({"a": "bare", "f": "floor"}.get(state, "reactor")) as url:
             if state != "c":
                 yield url
                 return
@@ -204,7 +220,7 @@ def part_tps(w: Writers, a: argparse.Namespace, out: dict[str, Any]) -> None:
     cells: list[dict[str, Any]] = []
     for clients in a.clients:
         for rep in range(a.repeat):
-            order = "abc" if rep % 2 == 0 else "cba"
+            order = a.states if rep % 2 == 0 else a.states[::-1]
             for state in order:
                 with w.state(state) as url:
                     w.checkpoint()
@@ -217,7 +233,7 @@ def part_tps(w: Writers, a: argparse.Namespace, out: dict[str, Any]) -> None:
     summary: dict[str, dict[str, Any]] = {}
     for clients in a.clients:
         mine = [c for c in cells if c["clients"] == clients]
-        tps = {s: [c["tps"] for c in mine if c["state"] == s] for s in STATES}
+        tps = {s: [c["tps"] for c in mine if c["state"] == s] for s in a.states}
         base = fmean(tps["a"])
         summary[str(clients)] = {
             s: {"tps": fmean(v), "min": min(v), "max": max(v), "ratio": fmean(v) / base} for s, v in tps.items()
@@ -226,12 +242,13 @@ def part_tps(w: Writers, a: argparse.Namespace, out: dict[str, Any]) -> None:
 
     print(
         f"\n(1) writers: pgbench single-row INSERT transactions, {a.seconds:g} s per cell, mean of {a.repeat} "
-        f"(order a b c / c b a); (c): batch_size {a.batch_size}, max_wait {a.max_wait_ms:g} ms"
+        f"(order {' '.join(a.states)} / {' '.join(a.states[::-1])}); "
+        f"(c): batch_size {a.batch_size}, max_wait {a.max_wait_ms:g} ms"
     )
-    print(f"  {'clients':>7}" + "".join(f"  {STATES[s]:>36}" for s in STATES))
+    print(f"  {'clients':>7}" + "".join(f"  {STATES[s]:>36}" for s in a.states))
     for clients, row in summary.items():
         line = f"  {clients:>7}"
-        for s in STATES:
+        for s in a.states:
             r = row[s]
             ratio = "" if s == "a" else f" ({r['ratio']:.2f}×)"
             spread = f" [{r['min']:,.0f}–{r['max']:,.0f}]" if a.repeat > 1 else ""
@@ -389,6 +406,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=12.0, help="pgbench seconds per cell and for the burst")
     ap.add_argument("--clients", default="1,8,32", help="tps: pgbench client counts")
     ap.add_argument("--repeat", type=int, default=2, help="tps: runs of each state per client count (abc, cba, ...)")
+    ap.add_argument(
+        "--floor", action="store_true", help="tps: also state (f), an empty trigger: the least any trigger costs"
+    )
     ap.add_argument("--batch-size", type=int, default=500, help="state (c) and burst: job_configs batch_size")
     ap.add_argument(
         "--max-wait-ms",
@@ -408,6 +428,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="write every figure here")
     a = ap.parse_args()
     a.clients = [int(x) for x in a.clients.split(",") if x.strip()]
+    a.states = "afbc" if a.floor else "abc"
     parts = [p.strip() for p in a.only.split(",") if p.strip()]
     unknown = set(parts) - set(PARTS)
     if unknown or not parts or a.repeat < 1:
