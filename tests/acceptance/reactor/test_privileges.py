@@ -1,0 +1,42 @@
+"""Least privilege: the application writes feedbacks without rights on schema reactor, and `reactor listen`
+runs as a role holding only what `reactor sql --grant-listener` gives it."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from tests.support.db import scalar, wait_until
+from tests.support.processes import run_cli
+
+
+def _as(url: str, user: str) -> str:
+    params = conninfo_to_dict(url)
+    params["user"] = user
+    return make_conninfo("", **params)
+
+
+def test_listener_role_and_app_role_with_least_privilege(pg_url, start_reactor):
+    suffix = uuid.uuid4().hex[:6]
+    worker, app = f"reactor worker {suffix}", f"app_{suffix}"  # a name that must be quoted
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for role in (worker, app):
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("GRANT INSERT, UPDATE, DELETE, SELECT ON feedbacks TO {}").format(sql.Identifier(app)))
+        conn.execute(sql.SQL("GRANT USAGE ON SEQUENCE feedbacks_id_seq TO {}").format(sql.Identifier(app)))
+    out = run_cli(pg_url, "sql", "--grant-listener", worker)
+    assert out.returncode == 0 and "granted role" in out.stdout, out.stderr
+    start_reactor(url=_as(pg_url, worker))
+    with psycopg.connect(_as(pg_url, app), autocommit=True) as conn:
+        conn.execute("INSERT INTO feedbacks (text) VALUES ('written by the app role')")
+        assert conn.execute("SELECT has_schema_privilege(current_user, 'reactor', 'USAGE')").fetchone()[0] is False
+    wait_until(
+        lambda: scalar(pg_url, "SELECT count(*) FROM reactor.feedback_analysis") == 1,
+        30,
+        "analysis written by the least-privilege worker",
+    )
+    status = run_cli(_as(pg_url, worker), "status")
+    assert status.returncode == 0, status.stderr

@@ -1,0 +1,132 @@
+"""The wake-up protocol against a real PostgreSQL (issue 11): writers notify only while a reactor is armed, an
+idle reactor wakes on one insert, and the lost-notification races are forced, not hoped for."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import psycopg
+
+from reactor.store import PgStore
+from tests.support.db import assert_consistent, insert
+from tests.support.inprocess import running, store_for, until, wakeups
+
+
+def notified_by(url: str, *statements: str, wait_s: float = 0.3) -> int:
+    """How many reactor_work notifications a listening session gets while `statements` run (autocommit)."""
+    with psycopg.connect(url, autocommit=True) as listen, psycopg.connect(url, autocommit=True) as writer:
+        listen.execute("LISTEN reactor_work")
+        for statement in statements:
+            writer.execute(statement)  # type: ignore[arg-type]
+        return sum(1 for _ in listen.notifies(timeout=wait_s))
+
+
+def test_writers_notify_only_while_some_reactor_is_armed(pg_url):
+    insert_one = "INSERT INTO feedbacks (text) VALUES ('nobody is waiting')"
+    assert notified_by(pg_url, insert_one) == 0
+    arm = "INSERT INTO reactor.sleepers VALUES ('a', now() + interval '30 seconds')"
+    assert notified_by(pg_url, arm, insert_one, insert_one) == 2  # one wake-up per notifying transaction
+    # a reactor killed while armed: its flag expires, writers stop notifying for it
+    expire = "UPDATE reactor.sleepers SET armed_until = now() - interval '1 second'"
+    assert notified_by(pg_url, expire, insert_one, "UPDATE feedbacks SET text = 'x'", "DELETE FROM feedbacks") == 0
+    # a dead reactor's stale row never hides a live one's
+    assert (
+        notified_by(pg_url, "INSERT INTO reactor.sleepers VALUES ('b', now() + interval '30 seconds')", insert_one) == 1
+    )
+
+
+def test_control_and_topic_changes_notify_whatever_the_flag(pg_url):
+    with psycopg.connect(pg_url, autocommit=True) as listen, psycopg.connect(pg_url, autocommit=True) as writer:
+        listen.execute("LISTEN reactor_control")
+        writer.execute("UPDATE job_configs SET config = config || '{\"batch_size\": 20}'")
+        writer.execute("INSERT INTO topics (label) VALUES ('delivery')")
+        payloads = [n.payload.rpartition("|")[0] for n in listen.notifies(timeout=0.5)]
+    assert payloads == ["feedback_analysis", "topics"]
+
+
+def test_an_idle_reactor_wakes_on_one_insert(pg_url):
+    async def go():
+        async with running(pg_url) as reactor:
+            await until(lambda: reactor.doorbell.armed, what="the reactor to arm")
+            for n in range(1, 4):
+                await asyncio.to_thread(insert, pg_url, [f"insert number {n} into an idle system"])
+                await until(lambda n=n: wakeups(reactor, "notify") == n, what=f"row {n}")
+                await until(lambda: reactor.doorbell.armed, what="the reactor to arm again")
+            assert wakeups(reactor, "notify") == 3  # polls are 600 s apart: only a notification could do it
+            assert wakeups(reactor, "recheck") == 0 and wakeups(reactor, "poll") == 0
+
+    asyncio.run(go())
+    assert_consistent(pg_url)
+
+
+class ArmingHook(PgStore):
+    """A PgStore that runs `before_arm` just before arming and `after_look` after the hand-off look."""
+
+    before_arm = None
+    after_look = None
+    looks = 0
+
+    async def arm(self, ttl_s: float) -> None:
+        if self.before_arm is not None:
+            hook, self.before_arm = self.before_arm, None
+            await hook()
+        await super().arm(ttl_s)
+
+    async def ready_rows(self) -> bool:
+        found = await super().ready_rows()
+        self.looks += 1
+        if self.after_look is not None:
+            hook, self.after_look = self.after_look, None
+            await hook()
+        return found
+
+
+async def _writer_held_open_across_arming(url: str, store: ArmingHook, reactor, commit_after_s: float) -> None:
+    """A writer inserts while the reactor is not armed (so its trigger reads the flag down and will not notify),
+    the reactor arms and takes its hand-off look (the row is not committed yet), then the writer commits."""
+    writer = await psycopg.AsyncConnection.connect(url)
+
+    async def insert_uncommitted() -> None:
+        await writer.execute("INSERT INTO feedbacks (text) VALUES ('committed after the look')")
+
+    async def commit_later() -> None:
+        async def later() -> None:
+            await asyncio.sleep(commit_after_s)
+            await writer.commit()
+            await writer.close()
+
+        asyncio.get_running_loop().create_task(later())
+
+    store.before_arm, store.after_look = insert_uncommitted, commit_later
+    reactor.doorbell.kick()  # end the current sleep: drain (nothing), then arm through the hooks
+
+
+def test_a_writer_held_open_across_the_arming_step_is_found_by_a_recheck(pg_url):
+    async def go():
+        store = store_for(pg_url, store_class=ArmingHook)
+        async with running(pg_url, store=store, rechecks_s=(0.05, 0.2, 0.5)) as reactor:
+            await until(lambda: reactor.doorbell.armed)
+            await reactor.doorbell.disarm()
+            await _writer_held_open_across_arming(pg_url, store, reactor, commit_after_s=0.1)
+            await until(lambda: wakeups(reactor, "recheck") == 1, what="a recheck to find the late row")
+            assert reactor.rows == 1 and wakeups(reactor, "notify") == 0
+
+    asyncio.run(go())
+    assert_consistent(pg_url)
+
+
+def test_a_writer_held_open_past_every_recheck_is_found_by_the_poll(pg_url):
+    async def go():
+        store = store_for(pg_url, store_class=ArmingHook)
+        async with running(pg_url, store=store, rechecks_s=(0.02,), poll_s=1.5) as reactor:
+            await until(lambda: reactor.doorbell.armed)
+            await reactor.doorbell.disarm()
+            started = time.monotonic()
+            await _writer_held_open_across_arming(pg_url, store, reactor, commit_after_s=0.4)
+            await until(lambda: wakeups(reactor, "poll") == 1, what="the poll to find the late row")
+            assert reactor.rows == 1 and wakeups(reactor, "notify") == 0
+            assert time.monotonic() - started < 1.5 + 1.0  # never later than one poll interval after its commit
+
+    asyncio.run(go())
+    assert_consistent(pg_url)

@@ -1,0 +1,1 @@
+"""Pytest plugins (fixtures), registered by tests/conftest.py."""

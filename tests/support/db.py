@@ -1,0 +1,105 @@
+"""Data and assertions shared by the integration and acceptance tests: inserts, the invariants, small queries."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from reactor.nlp.words import count_words
+
+
+def recount(url: str) -> dict[str, int]:
+    """Word totals recomputed from scratch from the feedback texts as they are now."""
+    total: Counter[str] = Counter()
+    with psycopg.connect(url) as conn:
+        for (text,) in conn.execute("SELECT text FROM feedbacks"):
+            total.update(count_words(text))
+    return dict(total)
+
+
+def stored_counts(url: str) -> dict[str, int]:
+    with psycopg.connect(url) as conn:
+        return dict(conn.execute("SELECT word, count FROM reactor.word_counts").fetchall())
+
+
+def assert_invariants(url: str) -> None:
+    """What must hold after anything wrote: reactor.word_counts equals the sum of the per-row counts in
+    feedback_analysis, and every analysis has its feedback. (pg_url checks it after every test.)"""
+    with psycopg.connect(url) as conn:
+        if conn.execute("SELECT to_regclass('reactor.word_counts') IS NULL").fetchone()[0]:
+            return  # uninstalled: nothing of the reactor's is left to be inconsistent
+        orphans = conn.execute(
+            "SELECT count(*) FROM reactor.feedback_analysis a WHERE NOT EXISTS "
+            "(SELECT 1 FROM feedbacks f WHERE f.id = a.feedback_id)"
+        ).fetchone()[0]
+        summed = dict(
+            conn.execute(
+                "SELECT w.key, sum(w.value::bigint) FROM reactor.feedback_analysis a, jsonb_each_text(a.word_counts) w"
+                " GROUP BY w.key HAVING sum(w.value::bigint) <> 0"
+            ).fetchall()
+        )
+    assert orphans == 0, f"{orphans} analyses belong to deleted feedback"
+    assert stored_counts(url) == summed, "reactor.word_counts differs from the sum of the per-row counts"
+
+
+def assert_consistent(url: str) -> None:
+    """Every feedback analysed once, none extra, word totals equal a recount (and the invariants hold)."""
+    assert_invariants(url)
+    with psycopg.connect(url) as conn:
+        missing = conn.execute(
+            "SELECT count(*) FROM feedbacks f LEFT JOIN reactor.feedback_analysis a ON a.feedback_id = f.id "
+            "WHERE a.feedback_id IS NULL"
+        ).fetchone()[0]
+        orphans = conn.execute(
+            "SELECT count(*) FROM reactor.feedback_analysis a LEFT JOIN feedbacks f ON f.id = a.feedback_id "
+            "WHERE f.id IS NULL"
+        ).fetchone()[0]
+    assert missing == 0, f"{missing} feedback rows have no analysis"
+    assert orphans == 0, f"{orphans} analyses belong to deleted feedback"
+    assert stored_counts(url) == recount(url)
+
+
+def insert(url: str, texts: list[str | None]) -> list[int]:
+    with psycopg.connect(url) as conn:
+        cur = conn.cursor()
+        cur.executemany("INSERT INTO feedbacks (text) VALUES (%s) RETURNING id", [(t,) for t in texts], returning=True)
+        ids = []
+        while True:
+            ids.append(cur.fetchone()[0])
+            if not cur.nextset():
+                break
+        return ids
+
+
+def store_config_bypassing_validation(url: str, config: str, key: str = "feedback_analysis") -> None:
+    """Store a job config the validation trigger would refuse, as a row written before `reactor sql` installed it."""
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        conn.execute("ALTER TABLE job_configs DISABLE TRIGGER reactor_job_configs_validate")
+        conn.execute("UPDATE job_configs SET config = %s::jsonb WHERE key = %s", [config, key])
+        conn.execute("ALTER TABLE job_configs ENABLE TRIGGER reactor_job_configs_validate")
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def scalar(url: str, query: str, params: object = None) -> object:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+        return row[0] if row else None
+
+
+def with_db(url: str, dbname: str) -> str:
+    """`url` with another database name (a conninfo string)."""
+    params = conninfo_to_dict(url)
+    params["dbname"] = dbname
+    return make_conninfo("", **params)
