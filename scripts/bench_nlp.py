@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from reactor.nlp.onnx import PRECISIONS, OnnxSentiment, OnnxZeroShot  # noqa: E402
-from reactor.nlp.tiny import TOPIC_LABELS, feedback_corpus  # noqa: E402
+from reactor.devtools.corpus import TOPIC_LABELS, feedback_corpus  # noqa: E402
 
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss of the (big, torch-holding) parent over fork+exec.
 RSS_CODE = """
@@ -108,7 +108,7 @@ def roofline(
     int8 GEMM kernels -> how close each precision runs to the best rate this CPU allows."""
     import numpy as np
 
-    from reactor.nlp.roofline import (
+    from reactor.devtools.roofline import (
         INT8_GEMM_OPS,
         bart_flops_per_pair,
         distilbert_flops_per_text,
