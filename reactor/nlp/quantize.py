@@ -27,12 +27,16 @@ class Int8Config:
     reduce_range: bool = False  # 7-bit weights: only helps CPUs without VNNI
     weight_type: str = "QInt8"  # QInt8: u8·s8 kernels; QUInt8: u8·u8
     op_types: tuple[str, ...] = ("MatMul",)  # (): ORT's default, every supported op (Gather: embeddings)
-    optimize: str = "none"  # "none"; "preprocess": ORT's quant_pre_process; "fusion": transformer optimizer
+    optimize: str = "none"  # "preprocess": ORT's quant_pre_process; "fusion": ORT's transformer optimizer
 
     def describe(self) -> str:
         weights = f"{'per-channel' if self.per_channel else 'per-tensor'} {self.weight_type} weights"
         extra = ", 7-bit (reduce_range)" if self.reduce_range else ""
-        rewrite = {"none": "", "preprocess": ", after quant_pre_process", "fusion": ", after attention fusion"}
+        rewrite = {
+            "none": "",
+            "preprocess": ", after quant_pre_process",
+            "fusion": ", after ORT's transformer optimizer",
+        }
         return (
             f"onnxruntime dynamic quantization of {'+'.join(self.op_types) or 'every supported op'}: {weights}{extra}, "
             "uint8 activations "
@@ -51,11 +55,12 @@ INT8_CANDIDATES: dict[str, Int8Config] = {
     "per-tensor-reduce-range": Int8Config(reduce_range=True),
     "per-tensor-u8u8": Int8Config(weight_type="QUInt8"),
     "per-tensor-preprocess": Int8Config(optimize="preprocess"),
+    "per-channel-preprocess": Int8Config(per_channel=True, optimize="preprocess"),
     "per-tensor-fusion": Int8Config(op_types=("MatMul", "Attention"), optimize="fusion"),
     "per-channel-fusion": Int8Config(per_channel=True, op_types=("MatMul", "Attention"), optimize="fusion"),
 }
 PREVIOUS_INT8 = "per-channel-all-ops"
-SHIPPED_INT8: dict[str, str] = {"sentiment": "per-tensor-matmul", "zero-shot": "per-tensor-matmul"}
+SHIPPED_INT8: dict[str, str] = {"sentiment": PREVIOUS_INT8, "zero-shot": PREVIOUS_INT8}
 
 QUANTIZATIONS = ("int8", "int8-static")
 STATIC_METHOD = (
@@ -120,6 +125,8 @@ def quantize_int8(src: Path, dst: Path, name: str) -> None:
 
                 with quiet_root_logger():
                     quant_pre_process(str(src), str(source), skip_symbolic_shape=True)
+        # fused graphs hold contrib ops (Attention, SkipLayerNormalization) ONNX shape inference can't type
+        extra = {"DefaultTensorType": 1} if config.optimize == "fusion" else None  # 1: TensorProto.FLOAT
         with quiet_root_logger():
             quantize_dynamic(
                 str(source),
@@ -128,6 +135,7 @@ def quantize_int8(src: Path, dst: Path, name: str) -> None:
                 per_channel=config.per_channel,
                 reduce_range=config.reduce_range,
                 weight_type=QuantType[config.weight_type],
+                extra_options=extra,
             )
 
 

@@ -165,7 +165,6 @@ def test_missing_precision_file_says_what_to_run(onnx_dir: Path, tmp_path: Path)
 
 
 def test_fp16_needs_cuda(onnx_dir: Path, tmp_path: Path) -> None:
-    pytest.importorskip("onnx")
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
