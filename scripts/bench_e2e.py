@@ -27,7 +27,7 @@ Sections (``--sections``, default all; ``--quick`` shrinks every size for a ~2-3
             backends, walwriter, checkpointer, autovacuum..., minus this script's own backend), measured from
             resume to drained (start-up excluded). PostgreSQL CPU only with the embedded server (needs its pid).
   gpu       only with CUDA and a model.fp16.onnx: zero-shot pairs/s at fp16 and the fraction of bf16 dense peak;
-            FLOPs per pair from the config and the mean pair length (see `reactor.devtools.roofline.bart_flops_per_pair`).
+            FLOPs per pair from the config and the mean pair length (`reactor.devtools.roofline.bart_flops_per_pair`).
 The PNG (--png, default docs/bench/latency_throughput.png): latency CDF ours vs baseline, rows/s vs reactors.
 
     python scripts/bench_e2e.py --quick            # ~3 min on 2 cores
@@ -771,9 +771,9 @@ def section_gpu(b: Bench | None, a: argparse.Namespace, results: dict[str, Any])
         return
     from tokenizers import Tokenizer
 
-    from reactor.nlp.onnx import OnnxZeroShot
-    from reactor.devtools.roofline import bart_flops_per_pair
     from reactor.devtools.corpus import TOPIC_LABELS, feedback_corpus
+    from reactor.devtools.roofline import bart_flops_per_pair
+    from reactor.nlp.onnx import OnnxZeroShot
 
     labels = list(TOPIC_LABELS)
     texts = [f"{i}: {t}" for i, t in enumerate(feedback_corpus(a.gpu_texts, seed=11))]
