@@ -167,8 +167,8 @@ def section_int8(a: argparse.Namespace, texts: dict[str, list[str]], labels: lis
 
 def section_session(a: argparse.Namespace, texts: dict[str, list[str]], labels: list[str], out: dict) -> None:
     tunings = {
-        "default (all opts, spin, arena)": SessionTuning(),
-        "no spinning": SessionTuning(spinning=False),
+        "shipped (all opts, no spin, arena)": SessionTuning(),
+        "spinning (ORT's default)": SessionTuning(spinning=True),
         "no arena": SessionTuning(arena=False),
         "1 thread": SessionTuning(threads=1),
         "opt level extended": SessionTuning(opt_level="extended"),
@@ -244,7 +244,7 @@ def section_bf16(a: argparse.Namespace, texts: dict[str, list[str]], labels: lis
     for task in a.tasks:
         src = a.onnx_dir / task
         fp16 = ROOT / ".cache" / "bf16" / a.onnx_dir.name / task / PRECISIONS["fp16"]
-        if not fp16.is_file():
+        if "fp16" in a.paths and not fp16.is_file():
             fp16.parent.mkdir(parents=True, exist_ok=True)
             convert_fp16(src / PRECISIONS["fp32"], fp16)
         fp32_file = src / PRECISIONS["fp32"]
@@ -253,10 +253,11 @@ def section_bf16(a: argparse.Namespace, texts: dict[str, list[str]], labels: lis
             f"CPU int8 ({SHIPPED_INT8[task]})": partial(
                 int8_model, task, candidate_dir(a.onnx_dir, task, SHIPPED_INT8[task])
             ),
-            "CPU fp16 weights+math": partial(swapped, task, src, fp16, ["CPUExecutionProvider"]),
         }
+        if "fp16" in a.paths:
+            build["CPU fp16 weights+math"] = partial(swapped, task, src, fp16, ["CPUExecutionProvider"])
         if have_ov:
-            for hint in ("f32", "bf16"):
+            for hint in [h for h in ("f32", "bf16") if f"openvino-{h}" in a.paths]:
                 config = json.dumps({"CPU": {"INFERENCE_PRECISION_HINT": hint}})
                 provider = ("OpenVINOExecutionProvider", {"device_type": "CPU", "load_config": config})
                 build[f"OpenVINO EP {hint}"] = partial(swapped, task, src, fp32_file, [provider])
@@ -324,6 +325,7 @@ def main() -> None:
     ap.add_argument("--group", type=int, default=4, help="candidates loaded at once besides the baseline")
     ap.add_argument("--max-tokens", default="512,1024,2048", help="batch: token budgets to try")
     ap.add_argument("--shapes", default="distilbart-mnli-12-1,distilbart-mnli-12-3,distilbart-mnli-12-6")
+    ap.add_argument("--paths", default="fp16,openvino-f32,openvino-bf16", help="bf16: paths besides fp32 and int8")
     ap.add_argument("--candidates", default=",".join(INT8_CANDIDATES), help="int8: recipes to compare")
     ap.add_argument("--threads", type=int, default=0, help="intra-op threads per session (0: all cores)")
     ap.add_argument("--json", type=Path)

@@ -218,7 +218,7 @@ def export_task(
         model.config.to_json_file(str(stage / "config.json"))
         manifest["precisions"] = {}
         write_manifest(stage, manifest)
-        _check_and_convert(task, model, tokenizer, stage, manifest, kinds, fp16, calibration, log)
+        _check_and_convert(task, model, tokenizer, stage, dest, manifest, kinds, fp16, calibration, log)
         manifest["files"] = {
             p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size}
             for p in sorted(stage.iterdir())
@@ -239,6 +239,7 @@ def _check_and_convert(
     model: Any,
     tokenizer: Any,
     stage: Path,
+    dest: Path,
     manifest: dict[str, Any],
     kinds: tuple[str, ...],
     fp16: bool,
@@ -268,8 +269,7 @@ def _check_and_convert(
         raise ExportError(
             f"{task}: fp32 ONNX scores differ from PyTorch by {check['max_abs_diff']:.3g} "
             f"(> {FP32_TOLERANCE:g}) or flip decisions ({check['decision_flips']}); refusing to write "
-            f"{stage.name.split('.staging')[0].lstrip('.')}. Check the opset/exporter versions "
-            f"({manifest['versions']})."
+            f"{dest}. Check the opset/exporter versions ({manifest['versions']})."
         )
     for kind in kinds:
         entry: dict[str, Any] = {"file": PRECISIONS[kind]}
