@@ -92,7 +92,7 @@ class Enricher:
     last_timings: Timings = field(default_factory=Timings)
     # label -> why it was left out, for the label set of the last batch (empty when every label is usable)
     skipped_labels: dict[str, str] = field(default_factory=dict)
-    _labels_seen: tuple[tuple[str, ...], list[str], dict[str, str]] | None = field(default=None, repr=False)
+    _labels_seen: tuple[tuple[str, ...], list[str], dict[str, str]] | None = field(default=None, init=False, repr=False)
 
     @property
     def random_weights(self) -> bool:
