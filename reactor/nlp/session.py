@@ -41,9 +41,9 @@ class SessionTuning:
     """CPU session options. The defaults are what measured best on the benchmark CPU (BENCHMARKS.md §2)."""
 
     threads: int = 0  # intra-op threads; 0: every core this process may use
-    # Worker threads spinning between ops: ORT's default, but on 2 shared cores it burns CPU the working
-    # thread needs (BENCHMARKS.md §2: sentiment int8 1.34x texts/s and 1.42x less CPU per text without it;
-    # zero-shot the same speed with 1.05x less CPU). The reactor shares its machine with PostgreSQL.
+    # Worker threads spinning between ops: ORT's default. On a quiet machine it buys 2-4 % speed for 1-4 %
+    # more CPU; on 2 busy cores it takes the CPU the working thread needs (BENCHMARKS.md §2.2: sentiment int8
+    # 1.34x texts/s and 1.42x less CPU per text without it). The reactor shares its machine with PostgreSQL.
     spinning: bool = False
     arena: bool = True  # ORT's CPU memory arena
     opt_level: str = "all"  # ORT graph optimizations at load: disable|basic|extended|all
