@@ -39,8 +39,7 @@ class Int8Config:
         }
         return (
             f"onnxruntime dynamic quantization of {'+'.join(self.op_types) or 'every supported op'}: {weights}{extra}, "
-            "uint8 activations "
-            f"with per-batch scales{rewrite[self.optimize]}"
+            f"uint8 activations with per-batch scales{rewrite[self.optimize]}"
         )
 
 
@@ -60,6 +59,7 @@ INT8_CANDIDATES: dict[str, Int8Config] = {
     "per-channel-fusion": Int8Config(per_channel=True, op_types=("MatMul", "Attention"), optimize="fusion"),
 }
 PREVIOUS_INT8 = "per-channel-all-ops"
+# No candidate was faster in the same run and this one drifts least (BENCHMARKS.md §2.1): it stays.
 SHIPPED_INT8: dict[str, str] = {"sentiment": PREVIOUS_INT8, "zero-shot": PREVIOUS_INT8}
 
 QUANTIZATIONS = ("int8", "int8-static")
@@ -83,10 +83,6 @@ def quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
-def config_of(name: str) -> Int8Config:
-    return INT8_CANDIDATES[name]
-
-
 def manifest_entry(name: str) -> dict[str, Any]:
     """What the manifest records about the int8 recipe used (so a model folder says how it was made)."""
     config = INT8_CANDIDATES[name]
@@ -94,7 +90,8 @@ def manifest_entry(name: str) -> dict[str, Any]:
 
 
 def _fuse(src: Path, dst: Path) -> None:
-    """ORT's transformer optimizer (attention, LayerNorm and GELU fusion) with the heads from config.json."""
+    """ORT's transformer optimizer with the heads from config.json. On these graphs it fuses LayerNorm+residual
+    and bias+GELU but not attention (BENCHMARKS.md §2.1)."""
     from onnxruntime.transformers.optimizer import optimize_model
 
     cfg = json.loads((src.parent / "config.json").read_text())
