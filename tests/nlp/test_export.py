@@ -73,10 +73,9 @@ def test_rebuilding_the_fixtures_gives_the_committed_ones(
     for task in tasks:
         want = json.loads((committed / task / "manifest.json").read_text())
         got = json.loads((tmp_path / "out" / task / "manifest.json").read_text())
-        same_libraries = want["versions"] == got["versions"]
-        if not same_libraries:  # another exporter may write other bytes: compare what they compute instead
-            for m in (want, got):
-                m["files"] = {k: v for k, v in m["files"].items() if not k.endswith(".onnx")}
+        if want["versions"] != got["versions"]:  # other library versions may write other bytes (ONNX graphs,
+            for m in (want, got):  # config's transformers_version, tokenizer.json layout): compare the scores
+                m["files"] = sorted(m["files"])
         assert _stable(got) == _stable(want), f"{fixture}/{task}: run `make fixtures` and commit the result"
         assert got["precisions"]["fp32"]["parity_vs_pytorch"]["max_abs_diff"] <= 1e-5
         assert got["precisions"]["int8"]["drift_vs_pytorch"]["max_abs_diff"] == pytest.approx(
