@@ -3,30 +3,40 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 REACTOR := $(VENV)/bin/reactor
-MODELS ?= models_onnx
+MODELS ?= fixtures/tiny-models
 
-.PHONY: help install sql models demo test test-fast lint format bench bench-plumbing bench-nlp bench-e2e bench-writers opensearch-start opensearch-stop clean
+.PHONY: help install install-runtime sql models fixtures demo test test-fast lint format bench bench-plumbing bench-nlp bench-e2e bench-writers opensearch-start opensearch-stop clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(VENV)/.installed: pyproject.toml
+# Runtime only (onnxruntime, tokenizers, numpy, psycopg...): what the demo and `reactor listen` need; no torch.
+$(VENV)/.installed-runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.installed-runtime
 	$(PY) -m pip install -q -e '.[dev,export,bench]'
 	touch $@
+
+install-runtime: $(VENV)/.installed-runtime  ## create .venv with the package only (runtime dependencies)
 
 install: $(VENV)/.installed  ## create .venv with the package, export and dev extras
 
 sql: install  ## install/upgrade schema and triggers (DATABASE_URL, or the embedded PostgreSQL)
 	$(REACTOR) sql
 
-$(MODELS)/sentiment/manifest.json: | $(VENV)/.installed
-	$(REACTOR) export-models --tiny --out $(MODELS)
+fixtures: install  ## rebuild the committed tiny RANDOM-weight ONNX models in fixtures/ (tests check they match)
+	$(REACTOR) export-models --tiny --quantize int8 --quantize int8-static --out fixtures/tiny-models
+	$(REACTOR) export-models --tiny --task zero-shot --zero-shot-shape distilbart-mnli-12-1 \
+		--quantize int8 --quantize int8-static --out fixtures/tiny-models-12-1
 
-models: install $(MODELS)/sentiment/manifest.json  ## build tiny RANDOM-weight ONNX models locally (no Hub here)
+models: install  ## export the real models into models_onnx/ (needs the Hugging Face Hub)
+	$(REACTOR) export-models --out models_onnx
 
-demo: install models  ## embedded PostgreSQL + schema + models + sample feedback + reactor + results table
+demo: install-runtime  ## embedded PostgreSQL + schema + the committed tiny models + sample feedback + reactor + results
 	$(PY) scripts/demo.py --models $(MODELS)
 
 test: install  ## the whole suite: real PostgreSQL, onnxruntime, and OpenSearch when a JDK is present

@@ -3,6 +3,10 @@
 `Enricher.enrich(items, labels)` calls sentiment, zero-shot and word counting for a batch. A failure is
 isolated: if the batched call raises, every item is retried alone so one poison row never fails its
 neighbours; the items that still fail come back as `ItemError` with the reason.
+
+A topic label the zero-shot model cannot score (its hypothesis alone fills the model's max length) would
+fail every row: it is left out of the analysis and reported in `Enricher.skipped_labels` (label -> why),
+so the caller can warn and count it while the other labels keep working.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from reactor.nlp.base import SentimentModel, ZeroShotModel
 from reactor.nlp.words import count_words
@@ -69,7 +74,13 @@ def topic_set_id(labels: Sequence[str]) -> str:
 class Timings:
     sentiment_s: float = 0.0
     zero_shot_s: float = 0.0
-    words_s: float = 0.0
+
+
+@runtime_checkable
+class LabelValidator(Protocol):
+    """A zero-shot model that can tell which labels it cannot score (``OnnxZeroShot`` can)."""
+
+    def split_labels(self, labels: Sequence[str]) -> tuple[list[str], dict[str, str]]: ...
 
 
 @dataclass
@@ -79,6 +90,9 @@ class Enricher:
     threshold: float = DEFAULT_THRESHOLD
     max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES
     last_timings: Timings = field(default_factory=Timings)
+    # label -> why it was left out, for the label set of the last batch (empty when every label is usable)
+    skipped_labels: dict[str, str] = field(default_factory=dict)
+    _labels_seen: tuple[tuple[str, ...], list[str], dict[str, str]] | None = field(default=None, init=False, repr=False)
 
     @property
     def random_weights(self) -> bool:
@@ -89,8 +103,23 @@ class Enricher:
         count_words("warm up")
         self.enrich([Item(0, "warm up")], ["warm up"])
 
+    def usable_labels(self, labels: Sequence[str]) -> list[str]:
+        """The labels the zero-shot model can score; sets `skipped_labels`. Checked once per label set."""
+        key = tuple(labels)
+        if self._labels_seen is None or self._labels_seen[0] != key:
+            if isinstance(self.zero_shot, LabelValidator):
+                usable, skipped = self.zero_shot.split_labels(key)
+            else:
+                usable, skipped = list(key), {}
+            self._labels_seen = (key, usable, skipped)
+        self.skipped_labels = dict(self._labels_seen[2])
+        return list(self._labels_seen[1])
+
     def enrich(self, items: Sequence[Item], labels: Sequence[str]) -> list[Result]:
-        """Analyse a batch; never raises for a bad row, returns one result per item in order."""
+        """Analyse a batch; never raises for a bad row, returns one result per item in order.
+        `topic_set` of each analysis identifies `labels` as given (skipped ones included)."""
+        topic_set = topic_set_id(labels)
+        labels = self.usable_labels(labels)
         results: dict[int, Result] = {}
         todo: list[Item] = []
         for item in items:
@@ -102,16 +131,18 @@ class Enricher:
             else:
                 todo.append(item)
         try:
-            results.update((a.feedback_id, a) for a in self._analyse(todo, labels))
+            results.update((a.feedback_id, a) for a in self._analyse(todo, labels, topic_set))
         except Exception as batch_exc:
             for item in todo:  # isolate: the poison row fails alone
                 try:
-                    results[item.feedback_id] = self._analyse([item], labels)[0] if len(todo) > 1 else _raise(batch_exc)
+                    results[item.feedback_id] = (
+                        self._analyse([item], labels, topic_set)[0] if len(todo) > 1 else _raise(batch_exc)
+                    )
                 except Exception as exc:
                     results[item.feedback_id] = ItemError(item.feedback_id, _describe(exc))
         return [results[item.feedback_id] for item in items]
 
-    def _analyse(self, items: Sequence[Item], labels: Sequence[str]) -> list[Analysis]:
+    def _analyse(self, items: Sequence[Item], labels: Sequence[str], topic_set: str) -> list[Analysis]:
         timings = Timings()
         texted = [i for i in items if i.text and i.text.strip()]
         texts = [i.text or "" for i in texted]
@@ -122,7 +153,6 @@ class Enricher:
         t2 = time.perf_counter()
         timings.sentiment_s, timings.zero_shot_s = t1 - t0, t2 - t1
         by_id = {i.feedback_id: (s, t) for i, s, t in zip(texted, sentiments, topic_scores, strict=True)}
-        topic_set = topic_set_id(labels)
         out = []
         for item in items:
             if item.feedback_id in by_id:
@@ -143,7 +173,6 @@ class Enricher:
                     topic_set=topic_set,
                 )
             )
-        timings.words_s = time.perf_counter() - t2
         self.last_timings = timings
         return out
 

@@ -27,7 +27,7 @@ Sections (``--sections``, default all; ``--quick`` shrinks every size for a ~2-3
             backends, walwriter, checkpointer, autovacuum..., minus this script's own backend), measured from
             resume to drained (start-up excluded). PostgreSQL CPU only with the embedded server (needs its pid).
   gpu       only with CUDA and a model.fp16.onnx: zero-shot pairs/s at fp16 and the fraction of bf16 dense peak;
-            FLOPs per pair from the config and the mean pair length (see `reactor.nlp.roofline.bart_flops_per_pair`).
+            FLOPs per pair from the config and the mean pair length (`reactor.devtools.roofline.bart_flops_per_pair`).
 The PNG (--png, default docs/bench/latency_throughput.png): latency CDF ours vs baseline, rows/s vs reactors.
 
     python scripts/bench_e2e.py --quick            # ~3 min on 2 cores
@@ -403,7 +403,7 @@ def full_models(a: argparse.Namespace, section: str) -> tuple[Path, Path] | None
 
 
 def section_models(b: Bench, a: argparse.Namespace, results: dict[str, Any]) -> None:
-    from reactor.nlp.tiny import TOPIC_LABELS, feedback_corpus
+    from reactor.devtools.corpus import TOPIC_LABELS, feedback_corpus
 
     found = full_models(a, "(a-ii) models")
     if found is None:
@@ -462,7 +462,7 @@ def drain_backlog(b: Bench, table: str, texts: list[str], timeout_s: float) -> d
 
 
 def section_backlog(b: Bench, a: argparse.Namespace, results: dict[str, Any]) -> None:
-    from reactor.nlp.tiny import TOPIC_LABELS, feedback_corpus
+    from reactor.devtools.corpus import TOPIC_LABELS, feedback_corpus
 
     found = full_models(a, "(a-iii) backlog")
     if found is None:
@@ -771,9 +771,9 @@ def section_gpu(b: Bench | None, a: argparse.Namespace, results: dict[str, Any])
         return
     from tokenizers import Tokenizer
 
+    from reactor.devtools.corpus import TOPIC_LABELS, feedback_corpus
+    from reactor.devtools.roofline import bart_flops_per_pair
     from reactor.nlp.onnx import OnnxZeroShot
-    from reactor.nlp.roofline import bart_flops_per_pair
-    from reactor.nlp.tiny import TOPIC_LABELS, feedback_corpus
 
     labels = list(TOPIC_LABELS)
     texts = [f"{i}: {t}" for i, t in enumerate(feedback_corpus(a.gpu_texts, seed=11))]

@@ -8,7 +8,8 @@ here): speed and memory are real, scores are not.
     python scripts/bench_nlp.py --size full --texts 200 --baseline-texts 6
 
 Builds/exports the random models into .cache/models_<size> and .cache/onnx_<size> when missing (needs
-the export extra); the pipeline baseline needs torch + transformers (--no-pipeline skips it).
+the export extra); the pipeline baseline needs torch + transformers (--no-pipeline skips it). Contenders run
+round-robin (--rounds, medians and same-round ratios), so the noise of a shared machine hits them alike.
 """
 
 from __future__ import annotations
@@ -18,15 +19,16 @@ import json
 import os
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from reactor.devtools.benchmark import interleaved  # noqa: E402
+from reactor.devtools.corpus import TOPIC_LABELS, feedback_corpus  # noqa: E402
 from reactor.nlp.onnx import PRECISIONS, OnnxSentiment, OnnxZeroShot  # noqa: E402
-from reactor.nlp.tiny import TOPIC_LABELS, feedback_corpus  # noqa: E402
 
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss of the (big, torch-holding) parent over fork+exec.
 RSS_CODE = """
@@ -40,21 +42,17 @@ print(next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith(
 
 
 def ensure_models(size: str, onnx_dir: Path, ck_dir: Path) -> None:
-    wanted = [onnx_dir / task / PRECISIONS[p] for task in ("sentiment", "zero-shot") for p in ("int8", "int8-static")]
+    """Export the random models once. int8-static only for tiny: calibrating BART-large peaks at ~17 GB."""
+    kinds = ("int8", "int8-static") if size == "tiny" else ("int8",)
+    wanted = [onnx_dir / task / PRECISIONS[p] for task in ("sentiment", "zero-shot") for p in kinds]
     if all(f.is_file() for f in wanted):
         return
     from reactor.nlp.export import export_models
 
-    export_models(onnx_dir, quantize=("int8", "int8-static"), random_size=size, checkpoints_dir=ck_dir)
+    export_models(onnx_dir, quantize=kinds, random_size=size, checkpoints_dir=ck_dir)
 
 
-def timed(fn: Any, *args: Any) -> float:
-    t0 = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - t0
-
-
-def bench_pipeline(ck_dir: Path, texts: list[str], labels: list[str]) -> dict[str, float]:
+def pipeline_runs(ck_dir: Path, texts: list[str], labels: list[str]) -> dict[str, Callable[[], int]]:
     """The original worker: one pipeline call per text (stock tokenizer, as it ran)."""
     import torch
     from transformers import pipeline
@@ -62,41 +60,37 @@ def bench_pipeline(ck_dir: Path, texts: list[str], labels: list[str]) -> dict[st
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     sent = pipeline("sentiment-analysis", model=str(ck_dir / "sentiment"), device="cpu")
     zs = pipeline("zero-shot-classification", model=str(ck_dir / "zero-shot"), device="cpu")
-    sent(texts[0], truncation=True)
-    zs(texts[0], labels, multi_label=True)
-    ts = timed(lambda: [sent(t, truncation=True) for t in texts])
-    tz = timed(lambda: [zs(t, labels, multi_label=True) for t in texts])
-    return {"texts_per_s": len(texts) / ts, "pairs_per_s": len(texts) * len(labels) / tz}
+    return {
+        "sentiment": lambda: len([sent(t, truncation=True) for t in texts]),
+        "zero-shot": lambda: len([zs(t, labels, multi_label=True) for t in texts]) * len(labels),
+    }
 
 
-def bench_ours(
-    onnx_dir: Path,
-    precision: str,
-    device: str,
-    sent_texts: list[str],
-    texts: list[str],
-    labels: list[str],
-    chunk: int,
-    sent_batch: int,
-    zs_batch: int,
-) -> dict[str, float]:
-    s = OnnxSentiment(onnx_dir / "sentiment", precision=precision, device=device, batch_size=sent_batch, cache_size=0)
-    z = OnnxZeroShot(onnx_dir / "zero-shot", precision=precision, device=device, batch_size=zs_batch, cache_size=0)
-    s.predict(sent_texts[:chunk])  # warm-up (session init, allocations)
-    z.classify(texts[: max(2, chunk // 8)], labels)
+def onnx_runs(
+    onnx_dir: Path, precision: str, device: str, sent_texts: list[str], texts: list[str], labels: list[str], a: Any
+) -> tuple[dict[str, Callable[[], int]], dict[str, float]]:
+    """Timed calls of our runtime (calls of --chunk texts, like the reactor's batches) and the mean input
+    length in tokens per text (sentiment) and per pair (zero-shot), special tokens included."""
+    s = OnnxSentiment(
+        onnx_dir / "sentiment", precision=precision, device=device, batch_size=a.sentiment_batch, cache_size=0
+    )
+    z = OnnxZeroShot(
+        onnx_dir / "zero-shot", precision=precision, device=device, batch_size=a.zero_shot_batch, cache_size=0
+    )
 
     def chunks(items: list[str]) -> list[list[str]]:
-        return [items[i : i + chunk] for i in range(0, len(items), chunk)]
+        return [items[i : i + a.chunk] for i in range(0, len(items), a.chunk)]
 
-    ts = timed(lambda: [s.predict(c) for c in chunks(sent_texts)])
-    tz = timed(lambda: [z.classify(c, labels) for c in chunks(texts)])
-    sent_rows, pair_rows = s.rows(sent_texts), z.rows(texts, labels)[0]  # the model inputs, special tokens included
-    return {
-        "texts_per_s": len(sent_texts) / ts,
-        "pairs_per_s": len(texts) * len(labels) / tz,
-        "sentiment_tokens": sum(map(len, sent_rows)) / len(sent_rows),  # mean input length per text
-        "zero-shot_tokens": sum(map(len, pair_rows)) / len(pair_rows),  # per (text, label) pair
+    sent_rows, pair_rows = s.rows(sent_texts), z.rows(texts, labels)[0]
+    tokens = {
+        "sentiment_tokens": sum(map(len, sent_rows)) / len(sent_rows),
+        "zero-shot_tokens": sum(map(len, pair_rows)) / len(pair_rows),
     }
+    runs = {
+        "sentiment": lambda: sum(len(s.predict(c)) for c in chunks(sent_texts)),
+        "zero-shot": lambda: sum(len(z.classify(c, labels)) for c in chunks(texts)) * len(labels),
+    }
+    return runs, tokens
 
 
 def roofline(
@@ -108,7 +102,7 @@ def roofline(
     int8 GEMM kernels -> how close each precision runs to the best rate this CPU allows."""
     import numpy as np
 
-    from reactor.nlp.roofline import (
+    from reactor.devtools.roofline import (
         INT8_GEMM_OPS,
         bart_flops_per_pair,
         distilbert_flops_per_text,
@@ -179,6 +173,7 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=64, help="texts per predict/classify call")
     ap.add_argument("--sentiment-batch", type=int, default=8)
     ap.add_argument("--zero-shot-batch", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=3, help="round-robin rounds (medians reported)")
     ap.add_argument("--no-pipeline", action="store_true")
     ap.add_argument("--no-roofline", action="store_true", help="skip the GEMM-peak / op-profile section")
     ap.add_argument("--json", type=Path, help="also write the figures here")
@@ -197,39 +192,41 @@ def main() -> None:
         f"(RANDOM WEIGHTS: speed is real, scores are not)"
     )
 
-    results: dict[str, dict[str, float]] = {}
-    if not args.no_pipeline:
-        results["pipeline (per text)"] = bench_pipeline(ck_dir, texts[: args.baseline_texts], labels)
-    runs = [("fp32", "cpu"), ("int8", "cpu"), ("int8-static", "cpu")]
     import onnxruntime as ort
 
+    contenders = [("fp32", "cpu"), ("int8", "cpu"), ("int8-static", "cpu")]
     if "CUDAExecutionProvider" in ort.get_available_providers():
-        runs += [("fp32", "cuda")] + [("fp16", "cuda")] * (onnx_dir / "zero-shot" / PRECISIONS["fp16"]).is_file()
-    for precision, device in runs:
-        results[f"onnx {precision} {device}"] = bench_ours(
-            onnx_dir,
-            precision,
-            device,
-            texts[: args.sentiment_texts],
-            texts[: args.texts],
-            labels,
-            args.chunk,
-            args.sentiment_batch,
-            args.zero_shot_batch,
+        contenders += [("fp32", "cuda")] + [("fp16", "cuda")] * (onnx_dir / "zero-shot" / PRECISIONS["fp16"]).is_file()
+    contenders = [(p, d) for p, d in contenders if (onnx_dir / "zero-shot" / PRECISIONS[p]).is_file()]
+    runs: dict[str, dict[str, Callable[[], int]]] = {}
+    tokens: dict[str, float] = {}
+    if not args.no_pipeline:
+        runs["pipeline (per text)"] = pipeline_runs(ck_dir, texts[: args.baseline_texts], labels)
+    for precision, device in contenders:
+        runs[f"onnx {precision} {device}"], tokens = onnx_runs(
+            onnx_dir, precision, device, texts[: args.sentiment_texts], texts[: args.texts], labels, args
         )
-    base = results.get("pipeline (per text)")
+    base = "pipeline (per text)" if not args.no_pipeline else None
+    rates = {  # contenders round-robin per task, so the noise of a shared machine hits them alike
+        task: interleaved({name: r[task] for name, r in runs.items()}, args.rounds, baseline=base)
+        for task in ("sentiment", "zero-shot")
+    }
+    results: dict[str, dict[str, float]] = {
+        name: {"texts_per_s": rates["sentiment"][name].per_s, "pairs_per_s": rates["zero-shot"][name].per_s, **tokens}
+        for name in runs
+    }
     print(f"{'contender':<22}{'sentiment texts/s':>20}{'zero-shot pairs/s':>20}{'x pipeline':>16}")
     for name, r in results.items():
         ratio = "-"
         if base:
-            ratio = f"{r['texts_per_s'] / base['texts_per_s']:.1f} / {r['pairs_per_s'] / base['pairs_per_s']:.1f}"
+            ratio = f"{rates['sentiment'][name].ratio:.1f} / {rates['zero-shot'][name].ratio:.1f}"
         print(f"{name:<22}{r['texts_per_s']:>20.1f}{r['pairs_per_s']:>20.2f}{ratio:>16}")
     roof = {}
     int8 = {p: results[f"onnx {p} cpu"] for p in ("int8", "int8-static") if f"onnx {p} cpu" in results}
     if int8 and not args.no_roofline:
         print("roofline, int8 on this CPU (why a target is or isn't reachable):")
         roof = roofline(onnx_dir, int8, {"sentiment": args.sentiment_batch, "zero-shot": args.zero_shot_batch})
-    rss = {p: peak_rss_mb(onnx_dir, p, texts, labels) for p in ("int8", "int8-static", "fp32")}
+    rss = {p: peak_rss_mb(onnx_dir, p, texts, labels) for p, _ in contenders if p in ("int8", "int8-static", "fp32")}
     print("peak RSS, process with both models loaded: " + ", ".join(f"{p} {mb:.0f} MB" for p, mb in rss.items()))
     for task in ("sentiment", "zero-shot"):
         m = json.loads((onnx_dir / task / "manifest.json").read_text())

@@ -51,7 +51,11 @@ def uses_random_weights(models: str) -> bool:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="models_onnx", help="ONNX model folder (or `stand-in`)")
+    ap.add_argument(
+        "--models",
+        default="fixtures/tiny-models",
+        help="ONNX model folder (or `stand-in`); default: the committed tiny models",
+    )
     args = ap.parse_args()
     os.environ.setdefault("REACTOR_LOG_LEVEL", "WARNING")
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,6 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from reactor.nlp.session import DEVICES, ModelLoadError, Session, SessionTuning, resolve_device
+
+__all__ = ["DEVICES", "ModelLoadError", "OnnxSentiment", "OnnxZeroShot", "SessionTuning", "load_models"]
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +46,8 @@ PRECISIONS = {
     "int8-static": "model.int8-static.onnx",  # calibrated scales: the same text always gets the same score
     "fp16": "model.fp16.onnx",
 }
-DEVICES = ("auto", "cpu", "cuda")
 HYPOTHESIS_TEMPLATE = "This example is {}."
 TASK_DIRS = {"sentiment": "sentiment", "zero-shot": "zero-shot"}
-
-
-class ModelLoadError(Exception):
-    """The models can't be loaded; the message says what to run or fix."""
-
-
-def _cpu_count() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 class _LRU:
@@ -80,9 +71,6 @@ class _LRU:
         while len(self._data) > self.maxsize:
             self._data.popitem(last=False)
 
-    def __len__(self) -> int:
-        return len(self._data)
-
 
 @dataclass(frozen=True)
 class _Template:
@@ -99,52 +87,6 @@ class _Template:
     @property
     def n_special(self) -> int:
         return len(self.prefix) + len(self.middle) + len(self.suffix)
-
-
-class _Session:
-    """One ONNX Runtime session: CUDA when asked/available, all cores on CPU, IO binding on GPU."""
-
-    def __init__(self, path: Path, device: str) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        available = ort.get_available_providers()
-        want_cuda = device == "cuda" or (device == "auto" and "CUDAExecutionProvider" in available)
-        if device == "cuda" and "CUDAExecutionProvider" not in available:
-            raise ModelLoadError(
-                "REACTOR_DEVICE/device is 'cuda' but onnxruntime has no CUDAExecutionProvider: "
-                "install onnxruntime-gpu (instead of onnxruntime) or use device 'cpu'"
-            )
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if want_cuda else ["CPUExecutionProvider"]
-        if not want_cuda:
-            opts.intra_op_num_threads = _cpu_count()
-            opts.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
-        except Exception as exc:  # corrupt file, unsupported op, fp16 kernel missing on CPU...
-            raise ModelLoadError(f"can't load {path}: {exc}") from exc
-        self.cuda = self.session.get_providers()[0] == "CUDAExecutionProvider"
-        if device == "cuda" and not self.cuda:
-            raise ModelLoadError(f"device 'cuda' asked but no GPU is usable for {path}")
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self.output_name = self.session.get_outputs()[0].name
-
-    @property
-    def provider(self) -> str:
-        return self.session.get_providers()[0]
-
-    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """Logits for one padded batch (``feeds`` keyed by this model's input names)."""
-        if self.cuda:  # bind inputs once to the device, fetch only the logits back
-            binding = self.session.io_binding()
-            for name, value in feeds.items():
-                binding.bind_cpu_input(name, value)
-            binding.bind_output(self.output_name)
-            self.session.run_with_iobinding(binding)
-            return np.asarray(binding.copy_outputs_to_cpu()[0], dtype=np.float32)
-        return np.asarray(self.session.run([self.output_name], feeds)[0], dtype=np.float32)
 
 
 class _Encoder:
@@ -194,7 +136,9 @@ class _OnnxModel:
         precision: str = "fp32",
         device: str = "auto",
         batch_size: int = 8,
+        max_tokens: int = 0,
         cache_size: int = 4096,
+        tuning: SessionTuning | None = None,
     ) -> None:
         folder = Path(folder)
         self.folder = folder
@@ -208,7 +152,7 @@ class _OnnxModel:
                 f"run `reactor export-models --tiny{hint}` (random weights, for tests) or "
                 f"`reactor export-models{hint}` (real models)"
             )
-        self.session = _Session(onnx_path, device)
+        self.session = Session(onnx_path, device, tuning)
         if precision == "fp16" and not self.session.cuda:
             raise ModelLoadError("fp16 models need CUDA; use precision 'fp32', 'int8' or 'int8-static' on CPU")
         self.encoder = _Encoder(folder / "tokenizer.json")
@@ -217,6 +161,7 @@ class _OnnxModel:
         self.pad_id: int = int(tok["pad_id"])
         self.precision = precision
         self.batch_size = max(1, int(batch_size))
+        self.max_tokens = max(0, int(max_tokens))  # 0: batches of batch_size rows whatever their length
         self.random_weights: bool = bool(self.manifest.get("random_weights", False))
         sha = self.manifest.get("files", {}).get(file, {}).get("sha256", "unknown")
         self.model_id: str = f"{self.manifest.get('source', folder.name)}@{precision}:{sha[:12]}"
@@ -269,7 +214,7 @@ class _OnnxModel:
     def _forward(self, rows: list[list[int]], types: list[list[int]] | None = None) -> np.ndarray:
         """Logits for token-id rows, in the rows' order."""
         out = np.empty((len(rows), len(self.id2label)), dtype=np.float32)
-        for idx, feeds in self.batches(rows, types):
+        for idx, feeds in self.batches(rows, types, self.max_tokens):
             out[idx] = self.session.run(feeds)
         return out
 
@@ -306,7 +251,7 @@ class OnnxZeroShot(_OnnxModel):
     template_key = "pair"
 
     def __init__(self, folder: str | Path, *, hypothesis_template: str = HYPOTHESIS_TEMPLATE, **options: Any) -> None:
-        """``options``: precision, device, batch_size, cache_size as for every model."""
+        """``options``: precision, device, batch_size, max_tokens, cache_size, tuning as for every model."""
         super().__init__(folder, **options)
         self.pair_type_ids: dict[str, int] | None = self.manifest["tokenizer"].get("pair_type_ids")
         self.hypothesis_template = hypothesis_template
@@ -321,11 +266,32 @@ class OnnxZeroShot(_OnnxModel):
             self._hypotheses[label] = ids
         return ids
 
+    def split_labels(self, labels: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+        """(usable labels, {skipped label: why}). A label is unusable when its hypothesis with the special
+        tokens leaves no room for a single token of text within the model's max length: scoring it would
+        fail every pair (or ignore the text entirely)."""
+        usable: list[str] = []
+        skipped: dict[str, str] = {}
+        for label in dict.fromkeys(labels):
+            n = len(self._hypothesis(label)) + self.template.n_special
+            if n >= self.max_length:
+                skipped[label] = (
+                    f"its hypothesis {self.hypothesis_template.format('…')!r} is {n} tokens with the special "
+                    f"tokens, leaving no room for the text within this model's max length of {self.max_length}"
+                )
+            else:
+                usable.append(label)
+        return usable, skipped
+
     def classify(self, texts: Sequence[str], labels: Sequence[str]) -> list[list[tuple[str, float]]]:
         texts = [_clean(t) for t in texts]
         labels = list(labels)
         if not labels:
             return [[] for _ in texts]
+        _, skipped = self.split_labels(labels)
+        if skipped:  # a clear error instead of ONNX Runtime's index error on the position table
+            label, why = next(iter(skipped.items()))
+            raise ValueError(f"topic label {label[:80]!r} can't be scored: {why}")
         key = (self.hypothesis_template, tuple(labels))  # cached per label set
         scores = self._cached(texts, key, lambda todo: self._score(todo, labels))
         out = []
@@ -383,20 +349,11 @@ def _read_manifest(folder: Path, task: str) -> dict[str, Any]:
     return manifest
 
 
-def resolve_device(device: str | None = None) -> str:
-    """``device`` or else ``REACTOR_DEVICE`` (auto|cpu|cuda), default auto."""
-    value = (device if device not in (None, "") else os.environ.get("REACTOR_DEVICE", "auto")) or "auto"
-    value = value.strip().lower()
-    if value not in DEVICES:
-        raise ModelLoadError(f"device must be one of {', '.join(DEVICES)}, not {value!r}")
-    return value
-
-
 def load_models(
     models_dir: str | Path,
     *,
     precision: str = "fp32",
-    device: str | None = None,
+    device: str | None = "auto",
     sentiment_batch_size: int = 8,
     zero_shot_batch_size: int = 8,
 ) -> tuple[OnnxSentiment, OnnxZeroShot]:
@@ -405,7 +362,7 @@ def load_models(
     ``precision``: fp32 (default, exact vs PyTorch), int8 (opt-in, CPU, dynamic: scores drift and
     depend on batch neighbours — see the manifest), int8-static (opt-in, CPU, calibrated: the same text
     always scores the same; slower than int8 on the benchmark CPU; drift in the manifest), fp16 (CUDA only).
-    ``device``: auto|cpu|cuda, else env ``REACTOR_DEVICE``, else auto.
+    ``device``: auto|cpu|cuda (the caller passes ``Settings.device``).
     """
     if precision not in PRECISIONS:
         raise ModelLoadError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")

@@ -1,29 +1,33 @@
-"""Tiny random-weight models, built once and cached in .cache/models_tiny/<key> (git-ignored).
+"""Model fixtures: the committed tiny ONNX folders (runtime only), and their random checkpoints (export extra).
 
-The key hashes the builder/exporter sources and library versions, so a change rebuilds them.  Building
-needs the export extra (torch, transformers, optimum); runtime-only tests then need just onnxruntime,
-so a machine without torch can still run them on a cache built elsewhere (or they skip).
+``fixtures/tiny-models`` is exactly what ``make fixtures`` (``reactor export-models --tiny ...``) writes, so
+runtime tests and the demo need only onnxruntime, tokenizers and numpy. Tests that compare against PyTorch
+rebuild the random checkpoints (seeded: identical files) once per library/builder version in
+``.cache/models_tiny/<key>``; ``test_fixtures.py`` checks that rebuilding the ONNX folders gives the
+committed ones.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.metadata as md
-import importlib.util
-import shutil
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "fixtures"
+TINY = FIXTURES / "tiny-models"  # sentiment/ and zero-shot/, fp32 + int8 + int8-static
+TINY_12_1 = FIXTURES / "tiny-models-12-1"  # zero-shot/ only: the distilbart-mnli-12-1 shape (encoder 2, decoder 1)
 CACHE = ROOT / ".cache" / "models_tiny"
+BUILDER_SOURCES = ("reactor/devtools/random_models.py", "reactor/devtools/corpus.py", "reactor/nlp/catalog.py")
 
 
 def _key() -> str:
     h = hashlib.sha256()
-    for rel in ("reactor/nlp/tiny.py", "reactor/nlp/export.py"):
+    for rel in BUILDER_SOURCES:
         h.update((ROOT / rel).read_bytes())
-    for pkg in ("transformers", "torch", "optimum-onnx", "onnxruntime", "tokenizers"):
+    for pkg in ("transformers", "torch", "tokenizers"):
         try:
             h.update(f"{pkg}={md.version(pkg)}".encode())
         except md.PackageNotFoundError:
@@ -31,37 +35,31 @@ def _key() -> str:
     return h.hexdigest()[:16]
 
 
-def export_available() -> bool:
-    return all(importlib.util.find_spec(m) is not None for m in ("torch", "transformers", "optimum"))
+@pytest.fixture(scope="session")
+def onnx_dir() -> Path:
+    """The committed tiny ONNX models (random weights)."""
+    assert (TINY / "zero-shot" / "manifest.json").is_file(), f"{TINY} is missing: run `make fixtures`"
+    return TINY
 
 
 @pytest.fixture(scope="session")
-def tiny_dir() -> Path:
-    """Folder with checkpoints/{sentiment,zero-shot} and onnx/{sentiment,zero-shot} (fp32, int8, int8-static)."""
-    if CACHE.is_dir():  # any complete build will do for runtime-only tests without torch
-        builds = sorted(p for p in CACHE.iterdir() if (p / "onnx" / "zero-shot" / "manifest.json").is_file())
-    else:
-        builds = []
-    if not export_available():
-        if builds:
-            return builds[-1]
-        pytest.skip("no tiny ONNX models cached and no export extra (torch/transformers/optimum) to build them")
+def onnx_dir_12_1() -> Path:
+    """The committed tiny zero-shot model of the distilbart-mnli-12-1 shape (full encoder, one decoder layer)."""
+    assert (TINY_12_1 / "zero-shot" / "manifest.json").is_file(), f"{TINY_12_1} is missing: run `make fixtures`"
+    return TINY_12_1
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints() -> Path:
+    """The random checkpoints the fixtures were exported from: sentiment/, zero-shot/, zero-shot-<shape>/."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from reactor.devtools.random_models import build_checkpoints
+
     target = CACHE / _key()
-    if not (target / "onnx" / "zero-shot" / "manifest.json").is_file():
-        from reactor.nlp.export import export_models
-
-        if target.exists():
-            shutil.rmtree(target)
-        export_models(
-            target / "onnx",
-            quantize=("int8", "int8-static"),
-            random_size="tiny",
-            checkpoints_dir=target / "checkpoints",
-            log=lambda _msg: None,
-        )
+    done = target / ".complete"
+    if not done.is_file():
+        build_checkpoints(target, "tiny")
+        build_checkpoints(target, "tiny", shape="distilbart-mnli-12-1", tasks=("zero-shot",))
+        done.touch()
     return target
-
-
-@pytest.fixture(scope="session")
-def onnx_dir(tiny_dir: Path) -> Path:
-    return tiny_dir / "onnx"

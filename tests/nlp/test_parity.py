@@ -1,10 +1,12 @@
-"""Our ONNX scores vs the transformers pipelines on the same (tiny, random-weight) checkpoints.
+"""Our ONNX scores (the committed tiny fixtures) vs the transformers pipelines on the random checkpoints
+they were exported from, rebuilt here (seeded, identical files).
 
-fp32 must match within 1e-5.  The reference tokenizer is the checkpoint's own with
-``split_special_tokens=True`` (our runtime's deliberate choice: "</s>"/"[SEP]" typed by a customer is
-text, not structure), and the sentiment pipeline is called with ``truncation=True`` (without it a text
-over the max length crashes the pipeline; the runtime truncates).  The zero-shot pipeline refuses an
-empty text, so for "" the reference is the same maths done directly (``reference_zero_shot``).
+fp32 must match within 1e-5, for BART-large's shape and for distilbart-mnli-12-1's (one decoder layer).
+The reference tokenizer is the checkpoint's own with ``split_special_tokens=True`` (our runtime's
+deliberate choice: "</s>"/"[SEP]" typed by a customer is text, not structure), and the sentiment pipeline
+is called with ``truncation=True`` (without it a text over the max length crashes the pipeline; the
+runtime truncates).  The zero-shot pipeline refuses an empty text, so for "" the reference is the same
+maths done directly (``reference_zero_shot``).
 
 int8 is opt-in and approximate: dynamic quantization picks activation scales per batch tensor, so the
 scores move with the batch neighbours; static (calibrated) int8 fixes the scales at export, so they don't.
@@ -32,8 +34,8 @@ LABELS = ["delivery", "price", "customer support", "app usability", "billing", "
 
 
 def texts() -> list[str]:
-    from reactor.nlp.export import PROBE_TEXTS
-    from reactor.nlp.tiny import feedback_corpus
+    from reactor.devtools.corpus import feedback_corpus
+    from reactor.nlp.parity import PROBE_TEXTS
 
     return [
         *PROBE_TEXTS,
@@ -47,27 +49,34 @@ def texts() -> list[str]:
     ]
 
 
-@pytest.fixture(scope="module")
-def pipes(tiny_dir: Path):  # -> (sentiment pipeline, zero-shot pipeline, model, tokenizer)
+SHAPES = {"bart-large-mnli": "zero-shot", "distilbart-mnli-12-1": "zero-shot-distilbart-mnli-12-1"}
+
+
+def _pipeline(task: str, folder: Path):  # -> transformers Pipeline
     from transformers import AutoTokenizer, pipeline
 
+    tok = AutoTokenizer.from_pretrained(folder, split_special_tokens=True)
+    return pipeline(task, model=str(folder), device="cpu", tokenizer=tok)
+
+
+@pytest.fixture(scope="module")
+def pipes(tiny_checkpoints: Path):  # -> (sentiment pipeline, zero-shot pipeline, model, tokenizer)
     from reactor.nlp.export import load_checkpoint
 
-    ck = tiny_dir / "checkpoints"
-    sent = pipeline(
-        "sentiment-analysis",
-        model=str(ck / "sentiment"),
-        device="cpu",
-        tokenizer=AutoTokenizer.from_pretrained(ck / "sentiment", split_special_tokens=True),
-    )
-    zs = pipeline(
-        "zero-shot-classification",
-        model=str(ck / "zero-shot"),
-        device="cpu",
-        tokenizer=AutoTokenizer.from_pretrained(ck / "zero-shot", split_special_tokens=True),
-    )
-    model, tok = load_checkpoint(str(ck / "zero-shot"))
-    return sent, zs, model, tok
+    model, tok = load_checkpoint(str(tiny_checkpoints / "zero-shot"))
+    sent = _pipeline("sentiment-analysis", tiny_checkpoints / "sentiment")
+    return sent, _pipeline("zero-shot-classification", tiny_checkpoints / "zero-shot"), model, tok
+
+
+@pytest.fixture(scope="module", params=list(SHAPES))
+def zero_shot_pair(request: pytest.FixtureRequest, tiny_checkpoints: Path, onnx_dir: Path, onnx_dir_12_1: Path):
+    """(zero-shot pipeline, model, tokenizer, ONNX folder) for each committed zero-shot shape."""
+    from reactor.nlp.export import load_checkpoint
+
+    ck = tiny_checkpoints / SHAPES[request.param]
+    model, tok = load_checkpoint(str(ck))
+    folder = onnx_dir if request.param == "bart-large-mnli" else onnx_dir_12_1
+    return _pipeline("zero-shot-classification", ck), model, tok, folder / "zero-shot"
 
 
 @pytest.mark.parametrize("precision,tol", [("fp32", FP32_TOL), ("int8", INT8_TOL), ("int8-static", INT8_TOL)])
@@ -85,12 +94,12 @@ def test_sentiment_matches_pipeline(pipes, onnx_dir: Path, precision: str, tol: 
 
 
 @pytest.mark.parametrize("precision,tol", [("fp32", FP32_TOL), ("int8", INT8_TOL), ("int8-static", INT8_TOL)])
-def test_zero_shot_matches_pipeline(pipes, onnx_dir: Path, precision: str, tol: float) -> None:
-    from reactor.nlp.export import reference_zero_shot
+def test_zero_shot_matches_pipeline(zero_shot_pair, precision: str, tol: float) -> None:
+    from reactor.nlp.parity import reference_zero_shot
 
-    _, zs, model, tok = pipes
+    zs, model, tok, folder = zero_shot_pair
     sample = texts()
-    ours = OnnxZeroShot(onnx_dir / "zero-shot", precision=precision, device="cpu", batch_size=8)
+    ours = OnnxZeroShot(folder, precision=precision, device="cpu", batch_size=8)
     got = ours.classify(sample, LABELS)
     for text, row in zip(sample, got, strict=True):
         if text:
@@ -131,56 +140,3 @@ def test_token_ids_match_transformers_tokenizer(pipes, onnx_dir: Path) -> None:
         h = z._hypothesis("billing")
         room = z.max_length - t.n_special - len(h)
         assert [*t.prefix, *ids[:room], *t.middle, *h, *t.suffix] == want, repr(text[:60])
-
-
-def test_export_refuses_bad_parity(tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import reactor.nlp.export as export
-
-    monkeypatch.setattr(export, "FP32_TOLERANCE", -1.0)
-    dest = tmp_path / "sentiment"
-    with pytest.raises(export.ExportError, match="refusing to write"):
-        export.export_task("sentiment", str(tiny_dir / "checkpoints" / "sentiment"), dest, log=lambda _m: None)
-    assert not dest.exists() and list(tmp_path.iterdir()) == []
-
-
-def test_cli_unreachable_hub_points_to_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from click.testing import CliRunner
-
-    import reactor.nlp.export as export
-    from reactor.nlp.export_cli import export_models
-
-    monkeypatch.setattr(export, "_hub_reachable", lambda timeout=5.0: False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # empty cache
-    result = CliRunner().invoke(export_models, ["--out", str(tmp_path / "out")])
-    assert result.exit_code == 1
-    assert "Hugging Face Hub is unreachable" in result.output and "--tiny" in result.output
-    assert "Traceback" not in result.output
-    assert not (tmp_path / "out" / "sentiment").exists()
-
-
-def test_cli_tiny_builds_and_exports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from click.testing import CliRunner
-
-    from reactor.nlp.export_cli import export_models
-    from reactor.nlp.onnx import load_models
-
-    monkeypatch.chdir(tmp_path)  # checkpoints go to ./.cache/models_tiny
-    result = CliRunner().invoke(export_models, ["--tiny", "--out", "out"])
-    assert result.exit_code == 0, result.output
-    assert "RANDOM WEIGHTS" in result.output
-    s, z = load_models(tmp_path / "out", device="cpu")
-    assert s.random_weights and z.random_weights
-    assert (tmp_path / ".cache" / "models_tiny" / "sentiment" / "config.json").is_file()
-
-
-def test_tiny_build_is_reproducible(tiny_dir: Path, tmp_path: Path) -> None:
-    import hashlib
-
-    from reactor.nlp.tiny import build_sentiment
-
-    def sha(p: Path) -> str:
-        return hashlib.sha256(p.read_bytes()).hexdigest()
-
-    build_sentiment(tmp_path / "s", "tiny")
-    for name in ("model.safetensors", "tokenizer.json", "config.json"):
-        assert sha(tmp_path / "s" / name) == sha(tiny_dir / "checkpoints" / "sentiment" / name), name

@@ -75,3 +75,42 @@ def test_results_keep_input_order():
     enricher = Enricher(StandInSentiment(), StandInZeroShot())
     items = [Item(i, f"text number {i}") for i in (5, 3, 9)]
     assert [r.feedback_id for r in enricher.enrich(items, ["a", "b"])] == [5, 3, 9]
+
+
+class PickyZeroShot(StandInZeroShot):
+    """Refuses labels longer than 10 characters, like a model whose max length a hypothesis can fill."""
+
+    def __init__(self) -> None:
+        self.checks = 0
+
+    def split_labels(self, labels: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+        self.checks += 1
+        return [lb for lb in labels if len(lb) <= 10], {lb: "too long" for lb in labels if len(lb) > 10}
+
+    def classify(self, texts: Sequence[str], labels: Sequence[str]) -> list[list[tuple[str, float]]]:
+        if any(len(lb) > 10 for lb in labels):
+            raise ValueError("a label this long fails every row")
+        return super().classify(texts, labels)
+
+
+def test_unusable_labels_are_skipped_and_reported_once_per_label_set():
+    model = PickyZeroShot()
+    enricher = Enricher(StandInSentiment(), model)
+    labels = ["price", "a label far too long", "delivery"]
+    for _ in range(3):
+        results = enricher.enrich([Item(1, "late and pricey"), Item(2, "fine")], labels)
+        assert all(isinstance(r, Analysis) for r in results)
+        assert enricher.skipped_labels == {"a label far too long": "too long"}
+    assert model.checks == 1  # cached for the label set
+    for r in results:
+        assert isinstance(r, Analysis)
+        assert {label for label, _ in r.topics} <= {"price", "delivery"}
+        assert r.topic_set == topic_set_id(labels)  # the set as read from `topics`, skipped label included
+    enricher.enrich([Item(3, "ok")], ["price"])
+    assert enricher.skipped_labels == {} and model.checks == 2
+
+
+def test_models_without_label_check_use_every_label():
+    enricher = Enricher(StandInSentiment(), StandInZeroShot())
+    [r] = enricher.enrich([Item(1, "text")], ["a label far too long"])
+    assert isinstance(r, Analysis) and r.topics[0][0] == "a label far too long" and enricher.skipped_labels == {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reactor.nlp.roofline import bart_flops_per_pair, distilbert_flops_per_text, weight_gemm_shapes
+from reactor.devtools.roofline import bart_flops_per_pair, distilbert_flops_per_text, weight_gemm_shapes
 
 BART_LARGE = {
     "model_type": "bart",

@@ -9,6 +9,8 @@ config), so ``reactor.nlp.export`` handles them through the very same path as a 
   uncased WordPiece tokenizer ([CLS]/[SEP]/[PAD]/[UNK]/[MASK]).
 * ``<dest>/zero-shot``: BART for sequence classification (MNLI labels
   {0: contradiction, 1: neutral, 2: entailment}), byte-level BPE tokenizer (<s>/<pad>/</s>/<unk>/<mask>).
+  ``shape`` picks the decoder depth of a distilled checkpoint (``reactor.nlp.catalog``): the full encoder
+  and 1, 3, 6 or 9 of BART-large's 12 decoder layers, in ``<dest>/zero-shot-<shape>``.
 
 Sizes: ``tiny`` (a few MB, seconds to build) and ``full`` (DistilBERT-base and BART-large shapes; the
 vocabularies are trained on generated text so they stay below the real 30,522 / 50,265 entries, capped
@@ -23,196 +25,14 @@ Needs the ``export`` extra (torch, transformers); imported only by the exporter 
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from reactor.devtools.corpus import SEED, TOPIC_LABELS, feedback_corpus
+from reactor.nlp.catalog import DEFAULT_SHAPE, ZERO_SHOT_CHOICES
+
 SIZES = ("tiny", "full")
-SEED = 1234
-
-# Vocabulary for generated, English-ish customer feedback.
-_SUBJECTS = (
-    "the app",
-    "the checkout",
-    "delivery",
-    "the courier",
-    "support",
-    "the website",
-    "my order",
-    "the refund",
-    "the price",
-    "the product",
-    "the packaging",
-    "customer service",
-    "the login page",
-    "the update",
-    "the subscription",
-    "the invoice",
-    "shipping",
-    "the mobile app",
-    "the search",
-    "the payment",
-    "the warranty",
-    "the return process",
-    "your team",
-    "the chat bot",
-    "the store",
-    "the manual",
-)
-_VERBS = (
-    "is",
-    "was",
-    "has been",
-    "seems",
-    "felt",
-    "looks",
-    "keeps being",
-    "became",
-    "remains",
-    "got",
-)
-_ADJECTIVES = (
-    "great",
-    "terrible",
-    "slow",
-    "fast",
-    "confusing",
-    "helpful",
-    "broken",
-    "amazing",
-    "awful",
-    "fine",
-    "expensive",
-    "cheap",
-    "reliable",
-    "buggy",
-    "friendly",
-    "rude",
-    "late",
-    "early",
-    "easy",
-    "hard",
-    "clean",
-    "damaged",
-    "perfect",
-    "disappointing",
-    "excellent",
-    "mediocre",
-    "smooth",
-    "laggy",
-    "fair",
-    "overpriced",
-    "intuitive",
-    "useless",
-    "quick",
-    "delayed",
-    "responsive",
-    "unresponsive",
-)
-_ADVERBS = ("really", "very", "quite", "extremely", "a bit", "totally", "honestly", "surprisingly", "so")
-_CLAUSES = (
-    "I waited two weeks for a reply",
-    "the package arrived damaged",
-    "I could not log in",
-    "the agent solved it in minutes",
-    "they charged me twice",
-    "the new design is much better",
-    "I will order again",
-    "I want my money back",
-    "nobody answered the phone",
-    "it crashed again",
-    "the tracking never updated",
-    "the discount code did not work",
-    "everything worked perfectly",
-    "the size was wrong",
-    "the battery dies after an hour",
-    "the instructions were missing",
-    "I had to restart three times",
-    "the colour matches the photos",
-    "it stopped syncing yesterday",
-    "my account was locked",
-    "the courier left it in the rain",
-    "the quality is outstanding",
-    "the fee was not mentioned anywhere",
-    "the refund took a month",
-    "the bot kept repeating itself",
-)
-_OPENERS = ("", "Honestly,", "Well,", "Overall", "To be fair,", "Sadly", "Wow,", "Again", "Hi,", "Update:")
-_CONNECTORS = ("and", "but", "because", "although", "so", "since", "while", "yet")
-_EXTRAS = (
-    "!",
-    ".",
-    "...",
-    "?",
-    " :)",
-    " :(",
-    " 👍",
-    " 😡",
-    " 10/10",
-    " #fail",
-    " lol",
-    " thanks",
-    " <3",
-    " [edited]",
-    " @support",
-    " (see /help)",
-    " 100% sure",
-    " $20 & more",
-    " -> see photo",
-    " ~meh~",
-    ' "fixed"',
-)
-_LETTERS = "abcdefghijklmnopqrstuvwxyz"
-
-TOPIC_LABELS = (
-    "delivery",
-    "price",
-    "customer support",
-    "product quality",
-    "app usability",
-    "billing",
-    "refund",
-    "account access",
-    "performance",
-    "packaging",
-)
-
-
-def _sentence(rng: random.Random) -> str:
-    if rng.random() < 0.5:
-        subject = rng.choice(_SUBJECTS)
-        words = [rng.choice(_OPENERS), subject, rng.choice(_VERBS)]
-        if rng.random() < 0.5:
-            words.append(rng.choice(_ADVERBS))
-        words.append(rng.choice(_ADJECTIVES))
-    else:
-        words = [rng.choice(_OPENERS), rng.choice(_CLAUSES)]
-    if rng.random() < 0.6:
-        words += [rng.choice(_CONNECTORS), rng.choice(_CLAUSES)]
-    if rng.random() < 0.08:  # made-up product codes / names give the tokenizers rarer pieces
-        words.append("".join(rng.choice(_LETTERS) for _ in range(rng.randint(3, 9))))
-    text = " ".join(w for w in words if w)
-    return text[0].upper() + text[1:] + rng.choice(_EXTRAS)
-
-
-def feedback_text(rng: random.Random, min_words: int = 10, max_words: int = 60) -> str:
-    """One generated feedback text of ``min_words``..``max_words`` words (approximately, by sentences)."""
-    target = rng.randint(min_words, max_words)
-    sentences: list[str] = []
-    count = 0
-    while count < target:
-        s = _sentence(rng)
-        sentences.append(s)
-        count += len(s.split())
-    words = " ".join(sentences).split()
-    return " ".join(words[: max(target, min_words)])
-
-
-def feedback_corpus(n: int, seed: int = SEED, min_words: int = 10, max_words: int = 60) -> list[str]:
-    """``n`` reproducible generated feedback texts (tokenizer training, benchmarks)."""
-    rng = random.Random(seed)
-    return [feedback_text(rng, min_words, max_words) for _ in range(n)]
 
 
 @dataclass(frozen=True)
@@ -366,11 +186,21 @@ def build_sentiment(dest: Path, size: str = "tiny", corpus: list[str] | None = N
     return _save(dest, model, tokenizer)
 
 
-def build_zero_shot(dest: Path, size: str = "tiny", corpus: list[str] | None = None) -> Path:
-    """Write a random-weight BART-MNLI zero-shot checkpoint to ``dest`` (a Hub-like folder)."""
+def decoder_layers(size: str, shape: str = DEFAULT_SHAPE) -> int:
+    """Decoder depth of ``shape`` at ``size``: the real count for full, scaled to the tiny model's 2 layers."""
+    full = ZERO_SHOT_CHOICES[shape]
+    base = int(_SPECS[size].bart["decoder_layers"])
+    return max(1, round(base * full.decoder_layers / 12))
+
+
+def build_zero_shot(
+    dest: Path, size: str = "tiny", corpus: list[str] | None = None, shape: str = DEFAULT_SHAPE
+) -> Path:
+    """Write a random-weight BART-MNLI zero-shot checkpoint (of ``shape``) to ``dest`` (a Hub-like folder)."""
     from transformers import BartConfig, BartForSequenceClassification, BartTokenizerFast
 
     spec = _SPECS[size]
+    spec = replace(spec, bart={**spec.bart, "decoder_layers": decoder_layers(size, shape)})
     corpus = corpus if corpus is not None else feedback_corpus(spec.corpus, seed=SEED)
     backend = _byte_bpe(corpus, spec.vocab)
     tokenizer = BartTokenizerFast(
@@ -457,13 +287,28 @@ def _spread_head(
         layer.bias.copy_((-proj.mean(dim=0) * scale).float())
 
 
-def build_checkpoints(dest: str | Path, size: str = "tiny") -> dict[str, Path]:
-    """Build both random checkpoints under ``dest``; returns {"sentiment": path, "zero-shot": path}."""
+def zero_shot_dir(shape: str = DEFAULT_SHAPE) -> str:
+    """Folder name of a zero-shot checkpoint of ``shape`` under the checkpoints folder."""
+    return "zero-shot" if shape == DEFAULT_SHAPE else f"zero-shot-{shape}"
+
+
+def build_checkpoints(
+    dest: str | Path,
+    size: str = "tiny",
+    *,
+    shape: str = DEFAULT_SHAPE,
+    tasks: tuple[str, ...] = ("sentiment", "zero-shot"),
+) -> dict[str, Path]:
+    """Build the random checkpoints of ``tasks`` under ``dest``; returns {task: path}."""
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, not {size!r}")
+    if shape not in ZERO_SHOT_CHOICES:
+        raise ValueError(f"shape must be one of {', '.join(ZERO_SHOT_CHOICES)}, not {shape!r}")
     dest = Path(dest)
     corpus = feedback_corpus(_SPECS[size].corpus, seed=SEED)
-    return {
-        "sentiment": build_sentiment(dest / "sentiment", size, corpus),
-        "zero-shot": build_zero_shot(dest / "zero-shot", size, corpus),
-    }
+    built = {}
+    if "sentiment" in tasks:
+        built["sentiment"] = build_sentiment(dest / "sentiment", size, corpus)
+    if "zero-shot" in tasks:
+        built["zero-shot"] = build_zero_shot(dest / zero_shot_dir(shape), size, corpus, shape)
+    return built
