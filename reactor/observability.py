@@ -58,6 +58,9 @@ class Metrics:
         self.batch_seconds = Histogram(
             "reactor_batch_seconds", "Claim to commit per batch", buckets=LATENCY_BUCKETS, registry=r
         )
+        self.topics_skipped = Gauge(
+            "reactor_topics_skipped", "Active topic labels the zero-shot model cannot score (left out)", registry=r
+        )
         self.wakeups = Counter(
             "reactor_wakeups_total",
             "Wake-ups that found work, by what found it: notify, handoff (the look right after arming), kick "

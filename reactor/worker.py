@@ -103,6 +103,7 @@ class Reactor:
         self.batches = self.rows = self.parked = 0
         self.last_batch_at: float | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._skipped_labels: dict[str, str] = {}
         self._seq = 0
 
     # --- lifecycle -------------------------------------------------------------------------------------
@@ -239,6 +240,7 @@ class Reactor:
             self.stop_event.set()
             return 0, result.parked
         t2 = time.monotonic()
+        self._report_skipped_labels()
         try:
             outcome = await self._complete(claim, results, cfg)
         except TRANSIENT:
@@ -314,6 +316,16 @@ class Reactor:
             return self.enricher.enrich(claim.items, claim.labels)
         finally:
             self.model_call_running = False
+
+    def _report_skipped_labels(self) -> None:
+        """Topic labels the zero-shot model cannot score are left out (the others keep working): say so once
+        per change of that set, and keep /metrics current."""
+        skipped = dict(self.enricher.skipped_labels)
+        self.metrics.topics_skipped.set(len(skipped))
+        if skipped != self._skipped_labels:
+            self._skipped_labels = skipped
+            if skipped:
+                logs.event(log, "topics.skipped", logging.WARNING, labels=skipped, hint="shorten these topic labels")
 
     async def _with_retries(self, action: Callable[[], Awaitable[T]], attempts: int = 6) -> T:
         """Run a transaction, retrying transient failures (the work is idempotent by construction)."""

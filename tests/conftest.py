@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.plugins.pgbouncer",
     "tests.plugins.private_postgres",
     "tests.plugins.opensearch",
+    "tests.plugins.models",
 ]

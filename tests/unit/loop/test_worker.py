@@ -315,3 +315,25 @@ def test_an_invalid_config_value_is_logged_once(caplog, problem):
     with caplog.at_level(logging.WARNING):
         run(go())
     assert [r.getMessage() for r in caplog.records].count("control.invalid_config") == 1
+
+
+class PickyZeroShot(StandInZeroShot):
+    """Cannot score labels longer than 20 characters (as a real model whose max length a hypothesis fills)."""
+
+    def split_labels(self, labels):  # type: ignore[no-untyped-def]
+        return [lb for lb in labels if len(lb) <= 20], {lb: "hypothesis too long" for lb in labels if len(lb) > 20}
+
+
+def test_a_topic_label_the_model_cannot_score_is_reported_once_and_the_rows_still_complete(caplog):
+    async def go():
+        store = InMemoryStore()
+        labels = ("delivery", "a label far longer than the model can take")
+        store.script(make_claim("late parcel", labels=labels), make_claim("broken box", labels=labels))
+        async with Harness(store, enricher=Enricher(StandInSentiment(), PickyZeroShot())) as h:
+            await until(lambda: len(store.completes) == 2)
+            assert h.reactor.metrics.registry.get_sample_value("reactor_topics_skipped") == 1
+        assert all(isinstance(r, Analysis) for _, results in store.completes for r in results)
+
+    with caplog.at_level(logging.WARNING):
+        run(go())
+    assert [r.getMessage() for r in caplog.records].count("topics.skipped") == 1

@@ -1,9 +1,9 @@
-"""Model fixtures: the committed tiny ONNX folders (runtime only), and their random checkpoints (export extra).
+"""Model fixtures: the committed tiny ONNX folders (runtime only) and their random checkpoints (export extra).
 
 ``fixtures/tiny-models`` is exactly what ``make fixtures`` (``reactor export-models --tiny ...``) writes, so
 runtime tests and the demo need only onnxruntime, tokenizers and numpy. Tests that compare against PyTorch
 rebuild the random checkpoints (seeded: identical files) once per library/builder version in
-``.cache/models_tiny/<key>``; ``test_fixtures.py`` checks that rebuilding the ONNX folders gives the
+``.cache/models_tiny/<key>``; ``tests/integration/nlp/test_export.py`` checks that rebuilding the ONNX folders gives the
 committed ones.
 """
 
