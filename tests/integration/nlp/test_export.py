@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from reactor.nlp.onnx import OnnxSentiment, OnnxZeroShot
+from tests.plugins.models import FIXTURES
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -64,7 +65,7 @@ def _stable(manifest: dict[str, Any]) -> dict[str, Any]:
 def test_rebuilding_the_fixtures_gives_the_committed_ones(
     fixture: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    committed = Path(__file__).resolve().parents[2] / "fixtures" / fixture
+    committed = FIXTURES / fixture
     monkeypatch.chdir(tmp_path)  # random checkpoints go to ./.cache/models_tiny
     result = _export_cli([*FIXTURE_COMMANDS[fixture], "--out", "out"])
     assert result.exit_code == 0, result.output
