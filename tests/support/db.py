@@ -103,3 +103,25 @@ def with_db(url: str, dbname: str) -> str:
     params = conninfo_to_dict(url)
     params["dbname"] = dbname
     return make_conninfo("", **params)
+
+
+def run_writers(writer: Callable[[int], None], count: int) -> None:
+    """Run writer(0) … writer(count - 1) in threads at once (concurrent application sessions) and re-raise the
+    first error any of them hit, once all are done."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def guarded(n: int) -> None:
+        try:
+            writer(n)
+        except BaseException as exc:  # surfaced below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(n,)) for n in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]

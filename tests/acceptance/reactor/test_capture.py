@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import random
 import signal
-import threading
 import time
 
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from tests.support.db import assert_consistent, insert, scalar, wait_until
+from tests.support.db import assert_consistent, insert, run_writers, scalar, wait_until
 from tests.support.processes import run_cli
 
 
@@ -57,25 +56,16 @@ def test_two_reactors_arm_and_disarm_under_an_insert_storm_and_no_row_waits_past
     reactors = [start_reactor("--poll-interval", str(poll_s)) for _ in range(2)]
     for r in reactors:
         r.wait_for_log("wakeup.notifications_ok", 60)
-    errors: list[BaseException] = []
 
     def writer(seed: int) -> None:
         rng = random.Random(seed)
-        try:
-            with psycopg.connect(pg_url, autocommit=True) as conn:
-                end = time.monotonic() + 6
-                while time.monotonic() < end:
-                    conn.execute("INSERT INTO feedbacks (text) VALUES (%s)", [f"storm {seed} {rng.random()}"])
-                    time.sleep(rng.choice([0, 0, 0.001, 0.02, 0.3]))  # bursts and lulls: both reactors go idle
-        except BaseException as exc:
-            errors.append(exc)
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            end = time.monotonic() + 6
+            while time.monotonic() < end:
+                conn.execute("INSERT INTO feedbacks (text) VALUES (%s)", [f"storm {seed} {rng.random()}"])
+                time.sleep(rng.choice([0, 0, 0.001, 0.02, 0.3]))  # bursts and lulls: both reactors go idle
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    run_writers(writer, 8)
     total = int(scalar(pg_url, "SELECT count(*) FROM feedbacks"))
     wait_until(lambda: analysed(pg_url) == total, 30, "every storm row analysed")
     worst = float(
