@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+# pytest-xdist workers for make test (most tests wait on servers, not the CPU); 0 runs it in one process
+TEST_WORKERS ?= 2
 REACTOR := $(VENV)/bin/reactor
 MODELS ?= fixtures/tiny-models
 
@@ -42,13 +44,13 @@ demo: install-runtime  ## embedded PostgreSQL + schema + the committed tiny mode
 test: install  ## the whole suite: real PostgreSQL, onnxruntime, and OpenSearch when a JDK is present
 	@if command -v java >/dev/null 2>&1 && command -v curl >/dev/null 2>&1 && command -v unzip >/dev/null 2>&1; then \
 		scripts/opensearch.sh start && export OPENSEARCH_TEST_URL=$$(scripts/opensearch.sh url); \
-		$(PY) -m pytest -q; status=$$?; scripts/opensearch.sh stop; exit $$status; \
+		$(PY) -m pytest -q -n $(TEST_WORKERS); status=$$?; scripts/opensearch.sh stop; exit $$status; \
 	else \
-		echo "NOTE: no JDK/curl/unzip: OpenSearch tests will be skipped"; $(PY) -m pytest -q; \
+		echo "NOTE: no JDK/curl/unzip: OpenSearch tests will be skipped"; $(PY) -m pytest -q -n $(TEST_WORKERS); \
 	fi
 
 test-fast: install  ## unit tests and the quick integration tests
-	$(PY) -m pytest -q tests/unit tests/integration -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) tests/unit tests/integration -m "not slow"
 
 lint: install  ## ruff check + format check
 	$(VENV)/bin/ruff check reactor tests scripts
