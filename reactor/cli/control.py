@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import click
 
+from reactor import operations
 from reactor.cli.common import CONTEXT, Fail, open_db
-from reactor.sql import q
 
 
 def _set_run(run: bool) -> None:
     settings, conn = open_db()
     with conn:
-        changed = conn.execute(q("set_run_next_job"), {"run": run, "key": settings.job_key}).rowcount
+        changed = operations.set_run_next_job(conn, settings.job_key, run)
     if not changed:
         raise Fail(f"no job_configs row with key {settings.job_key!r}: run `reactor sql` first")
     click.echo(f"run_next_job = {str(run).lower()} for {settings.job_key!r}")

@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
+from reactor import operations
 from reactor.cli.common import CONTEXT, connect, database_url, load_enricher, open_db, settings_from_env
-from reactor.sql import q
 
 
 class PlainDate(click.DateTime):
@@ -48,13 +48,11 @@ def retry_failed(only: str | None) -> None:
     """
     _, conn = open_db()
     with conn:
-        if only != "outbox":
-            moved = conn.execute(q("retry_failed")).rowcount
-            click.echo(f"requeued {moved} failed rows")
-        if only != "queue":
-            docs = conn.execute(q("retry_parked_outbox")).rowcount
-            click.echo(f"requeued {docs} parked search documents")
-        conn.execute(q("wake_reactors"))
+        moved, docs = operations.retry_failed(conn, rows=only != "outbox", documents=only != "queue")
+    if only != "outbox":
+        click.echo(f"requeued {moved} failed rows")
+    if only != "queue":
+        click.echo(f"requeued {docs} parked search documents")
 
 
 @click.command(context_settings=CONTEXT, short_help="Requeue analysed rows for a fresh analysis.")
@@ -108,7 +106,7 @@ def reprocess(mode: str, since: datetime | None, models: str | None, chunk: int,
     url = database_url(settings)
     enricher = load_enricher(settings, models) if mode == "stale" else None
     with connect(url) as conn:
-        labels = [r[0] for r in conn.execute(q("active_topics")).fetchall()]
+        labels = operations.active_topics(conn)
         params = {
             "mode": mode,
             "since": since,
@@ -118,15 +116,13 @@ def reprocess(mode: str, since: datetime | None, models: str | None, chunk: int,
             "sentiment_model": enricher.sentiment.model_id if enricher else None,
             "zero_shot_model": enricher.zero_shot.model_id if enricher else None,
         }
-        row = conn.execute(q("reprocess_count"), params).fetchone()
-        total = row[0] if row else 0
+        total = operations.reprocess_count(conn, params)
         if dry_run:
             click.echo(f"{total} analysed rows match ({mode})")
             return
         if mode == "stale":  # batches computing now may still use the old topics or models
-            in_flight = conn.execute(q("reprocess_in_flight")).rowcount
+            in_flight = operations.reprocess_in_flight(conn)
             if in_flight:
-                conn.execute(q("wake_reactors"))
                 click.echo(f"requeued {in_flight} rows a batch is computing right now (with the old topics or models)")
         if not total:
             click.echo(f"{total} analysed rows match ({mode})")
@@ -134,11 +130,10 @@ def reprocess(mode: str, since: datetime | None, models: str | None, chunk: int,
         queued = 0
         with tqdm(total=total, unit="row", desc="requeue", disable=None) as bar:
             while True:
-                chunk_row = conn.execute(q("reprocess_chunk"), params).fetchone()
-                if not chunk_row or not chunk_row[1]:
+                chunk_row = operations.reprocess_chunk(conn, params)
+                if chunk_row is None:
                     break
                 last, seen, added = chunk_row
-                conn.execute(q("wake_reactors"))
                 queued += added
                 params["after"] = last
                 bar.update(seen)
@@ -146,13 +141,6 @@ def reprocess(mode: str, since: datetime | None, models: str | None, chunk: int,
 
 
 PRUNE_BATCH = 1000
-
-
-def retention_days(conn: Any, key: str) -> int:
-    """`jobs_retention_days` from the reactor's job_configs row, read through the one definition."""
-    from reactor.control import JobConfig
-
-    return JobConfig().updated(conn.execute(q("read_job_config"), {"key": key}).fetchone()).jobs_retention_days
 
 
 @click.command(context_settings=CONTEXT, short_help="Delete finished jobs rows older than the retention.")
@@ -186,18 +174,16 @@ def prune(days: int | None, batch: int, dry_run: bool) -> None:
     settings, conn = open_db()
     with conn:
         if days is None:
-            days = retention_days(conn, settings.job_key)
+            days = operations.job_config(conn, settings.job_key).jobs_retention_days
         params = {"job_name": settings.job_name, "days": days, "batch": batch}
-        row = conn.execute(q("prune_jobs_count"), params).fetchone()
-        total = int(row[0]) if row else 0
+        total = operations.prune_count(conn, params)
         if dry_run or not total:
             click.echo(f"{total} jobs rows of {settings.job_name!r} are older than {days} days")
             return
         deleted = 0
         with tqdm(total=total, unit="row", desc="prune jobs", disable=None) as bar:
             while True:
-                row = conn.execute(q("prune_jobs"), params).fetchone()
-                gone = int(row[0]) if row else 0
+                gone = operations.prune_batch(conn, params)
                 deleted += gone
                 bar.update(gone)
                 if gone < batch:

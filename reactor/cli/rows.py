@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
+from reactor import operations
 from reactor.cli.common import CONTEXT, echo_json, open_db
-from reactor.sql import q
 
 TOP_WORDS = 10
 
@@ -32,10 +32,7 @@ def show(feedback_id: int, as_json: bool) -> None:
     """
     _, conn = open_db()
     with conn:
-        row = conn.execute(q("show_feedback"), {"id": feedback_id}).fetchone()
-    assert row is not None
-    doc = dict(zip(("feedback", "analysis", "queue", "failed", "search_document"), row, strict=True))
-    doc = {"id": feedback_id, **doc}
+        doc = operations.show(conn, feedback_id)
     found = doc["feedback"] or doc["analysis"] or doc["queue"] or doc["failed"] or doc["search_document"]
     if as_json:
         echo_json(doc)
@@ -120,27 +117,14 @@ def failed(limit: int, as_json: bool) -> None:
     """
     _, conn = open_db()
     with conn:
-        rows = conn.execute(q("failed_rows"), {"limit": limit}).fetchall()
-        docs = conn.execute(q("parked_documents"), {"limit": limit}).fetchall()
-        totals = conn.execute(q("failed_totals")).fetchone()
-    assert totals is not None
-    doc = {
-        "rows_total": totals[0],
-        "documents_total": totals[1],
-        "rows": [
-            dict(zip(("feedback_id", "op", "attempts", "error", "enqueued_at", "failed_at"), r, strict=True))
-            for r in rows
-        ],
-        "documents": [
-            dict(zip(("index_kind", "doc_id", "action", "attempts", "error", "parked_at"), d, strict=True))
-            for d in docs
-        ],
-    }
+        doc = operations.failed(conn, limit)
+    rows, docs = doc["rows"], doc["documents"]
     if as_json:
         echo_json(doc)
         return
     click.echo(
-        f"parked feedback rows: {doc['rows_total']}" + (f" (newest {len(rows)})" if totals[0] > len(rows) else "")
+        f"parked feedback rows: {doc['rows_total']}"
+        + (f" (newest {len(rows)})" if doc["rows_total"] > len(rows) else "")
     )
     for r in doc["rows"]:
         click.echo(
@@ -149,12 +133,12 @@ def failed(limit: int, as_json: bool) -> None:
         )
     click.echo(
         f"parked search documents: {doc['documents_total']}"
-        + (f" (newest {len(docs)})" if totals[1] > len(docs) else "")
+        + (f" (newest {len(docs)})" if doc["documents_total"] > len(docs) else "")
     )
     for d in doc["documents"]:
         click.echo(
             f"  {d['index_kind']} {d['doc_id']} ({d['action']}, {d['attempts']} attempts, "
             f"{d['parked_at']:%Y-%m-%d %H:%M}): {_short(d['error'], 200)}"
         )
-    if totals[0] or totals[1]:
+    if doc["rows_total"] or doc["documents_total"]:
         click.echo("after fixing the cause: reactor retry-failed [--only queue|outbox]")

@@ -14,8 +14,8 @@ import click
 import psycopg
 
 from reactor import config as config_mod
+from reactor import operations
 from reactor.cli.common import CONTEXT, describe_db_error, echo_json, one_line
-from reactor.sql import q
 
 INCOMPLETE, NONE, QUERY_ERROR = 1, 0, 2
 
@@ -30,64 +30,7 @@ def _connect() -> tuple[config_mod.Settings, psycopg.Connection]:
 
 def gather(conn: psycopg.Connection, settings: config_mod.Settings) -> dict[str, Any]:
     """Everything `status` shows, as plain data (the --json document)."""
-    from reactor.control import JobConfig
-    from reactor.enrich import topic_set_id
-
-    counts = conn.execute(q("status_counts")).fetchone()
-    assert counts is not None
-    labels = [r[0] for r in conn.execute(q("active_topics")).fetchall()]
-    stale = conn.execute(q("status_stale"), {"topic_set": topic_set_id(labels)}).fetchone()
-    last = conn.execute(q("last_job"), {"job_name": settings.job_name}).fetchone()
-    workers = conn.execute(q("workers")).fetchall()
-    (queue, in_flight, retrying, failed, analysed, outbox, outbox_retrying, outbox_error, parked) = counts[:9]
-    incomplete, abandoned, topics = counts[9:]
-    # the one definition (reactor.read_job_config); an invalid value shows the default a starting reactor uses
-    cfg = JobConfig().updated(conn.execute(q("read_job_config"), {"key": settings.job_key}).fetchone())
-    warnings = [f"job_configs {settings.job_key!r}: {p}" for p in cfg.problems]
-    if not topics:
-        warnings.append("no active topics: every analysis gets the topic __UNKNOWN__ (INSERT INTO topics (label) ...)")
-    effective = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__ if k != "problems"}
-    return {
-        "connected": True,
-        "state": "running" if cfg.run_next_job else "paused",
-        "config": effective,
-        "warnings": warnings,
-        "queue_depth": queue,
-        "in_flight": in_flight,
-        "retrying": retrying,
-        "failed_rows": failed,
-        "analysed": analysed,
-        "stale": {"rows": stale[2], "topics_changed": stale[0], "models_changed": stale[1]} if stale else None,
-        "active_topics": topics,
-        "outbox_depth": outbox,
-        "outbox_retrying": outbox_retrying,
-        "outbox_last_error": outbox_error,
-        "outbox_parked": parked,
-        "incomplete_jobs": incomplete,
-        "abandoned_jobs": abandoned,
-        "last_batch": None
-        if not last
-        else {
-            "job_id": last[0],
-            "status": last[1],
-            "last_processed_id": last[2],
-            "at": last[3].isoformat() if last[3] else None,
-            "rows": last[4],
-            "duration_ms": last[5],
-            "error": last[6],
-        },
-        "workers": [
-            {
-                "id": w[0],
-                "host": w[1],
-                "pid": w[2],
-                "started_at": w[3].isoformat(),
-                "last_seen": w[4].isoformat(),
-                "state": w[5],
-            }
-            for w in workers
-        ],
-    }
+    return operations.status(conn, settings.job_key, settings.job_name)
 
 
 def render(info: dict[str, Any]) -> list[str]:

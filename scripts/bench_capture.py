@@ -1,0 +1,134 @@
+#!/usr/bin/env python
+"""Capture variants (issue 11): what each shape of the feedbacks INSERT trigger costs the writers.
+
+The evidence behind BENCHMARKS §6 "why (b) stays just under 0.8×": the shipped trigger against the variants
+one would try to make it cheaper, pgbench single-row INSERT transactions (bench_writers' script), nobody
+listening. Every cell gets a fresh database copied from a template and starts after a CHECKPOINT; each round
+runs the variants in order, the next round in reverse; printed: median tps and its ratio to `bare`.
+
+  bare            only the original worker's tables (compat.sql)
+  floor           an empty statement trigger of the shipped shape (transition table, SECURITY DEFINER,
+                  fixed search_path): what any capture by trigger costs at least
+  shipped         `reactor sql` as installed
+  invoker         shipped, but SECURITY INVOKER without the fixed search_path (not shippable: the writer's
+                  role would need rights on schema reactor, and its search_path could redirect operators)
+  row-level       shipped, but a FOR EACH ROW trigger inserting NEW.id (no transition table)
+  one-statement   shipped, but the queue insert and the armed check in one statement (a CTE)
+
+    python scripts/bench_capture.py                                   # 8 and 32 clients, 10 s, 3 rounds
+    python scripts/bench_capture.py --variants bare,shipped --clients 32 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+from bench_writers import FLOOR_TRIGGER, Writers, describe, load
+from benchlib import database_server, with_db
+
+ROW_LEVEL = """
+DROP TRIGGER reactor_feedback_insert ON feedbacks;
+CREATE FUNCTION reactor.enqueue_row() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO reactor.queue (feedback_id, op) VALUES (NEW.id, 'upsert');
+    IF EXISTS (SELECT 1 FROM reactor.sleepers s WHERE s.armed_until > now()) THEN
+        PERFORM pg_notify('reactor_work', '');
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER bench_row AFTER INSERT ON feedbacks FOR EACH ROW EXECUTE FUNCTION reactor.enqueue_row();
+"""
+ONE_STATEMENT = """
+CREATE OR REPLACE FUNCTION reactor.enqueue_inserted() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE notified int;
+BEGIN
+    WITH queued AS (INSERT INTO reactor.queue (feedback_id, op) SELECT n.id, 'upsert' FROM new_rows n RETURNING 1)
+    SELECT 1 INTO notified FROM (SELECT 1 FROM queued LIMIT 1) q
+     WHERE EXISTS (SELECT 1 FROM reactor.sleepers s WHERE s.armed_until > now())
+       AND pg_notify('reactor_work', '') IS NOT NULL;
+    RETURN NULL;
+END $$;
+"""
+INVOKER = """
+ALTER FUNCTION reactor.enqueue_inserted() RESET search_path;
+ALTER FUNCTION reactor.enqueue_inserted() SECURITY INVOKER;
+"""
+
+
+def _setup(conn: psycopg.Connection, variant: str) -> None:
+    from reactor import sql
+
+    if variant in ("bare", "floor"):
+        conn.execute(sql.read("compat.sql"))  # type: ignore[arg-type]
+        if variant == "floor":
+            conn.execute(FLOOR_TRIGGER)  # type: ignore[arg-type]
+        return
+    sql.install(conn, job_key="feedback_analysis")
+    extra = {"row-level": ROW_LEVEL, "one-statement": ONE_STATEMENT, "invoker": INVOKER}.get(variant)
+    if extra:
+        conn.execute(extra)  # type: ignore[arg-type]
+
+
+VARIANTS: dict[str, Callable[[psycopg.Connection], None]] = {
+    name: (lambda conn, name=name: _setup(conn, name))
+    for name in ("bare", "floor", "shipped", "invoker", "row-level", "one-statement")
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.epilog = "\n".join(__doc__.splitlines()[2:])
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma list; the first is the baseline")
+    ap.add_argument("--clients", default="8,32", help="pgbench client counts")
+    ap.add_argument("--seconds", type=float, default=10.0, help="pgbench seconds per cell")
+    ap.add_argument("--rounds", type=int, default=3, help="runs of each cell (alternating order)")
+    a = ap.parse_args()
+    names = [v.strip() for v in a.variants.split(",") if v.strip()]
+    unknown = set(names) - set(VARIANTS)
+    if unknown or not names or a.rounds < 1:
+        raise SystemExit(f"--variants takes {', '.join(VARIANTS)}; --rounds ≥ 1 (got {', '.join(sorted(unknown))})")
+    clients = [int(x) for x in a.clients.split(",") if x.strip()]
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-capture-"))
+    with database_server("bench-capture-pg-") as (url, _):
+        w = Writers(url, tmp, a)
+        w.templates = {name: f"bench_w_{w.tag}_{name.replace('-', '_')}" for name in names}
+        m = describe(w)["machine"]
+        print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {m['cpu']}, {m['cores']} cores · load average {load()}")
+        try:
+            for name, template in w.templates.items():
+                w.admin(f'CREATE DATABASE "{template}"')
+                with psycopg.connect(with_db(url, template), autocommit=True) as conn:
+                    VARIANTS[name](conn)
+            tps: dict[tuple[str, int], list[float]] = {}
+            for n in clients:
+                for r in range(a.rounds):
+                    for name in names if r % 2 == 0 else reversed(names):
+                        with w.database(name) as db:
+                            w.checkpoint()
+                            tps.setdefault((name, n), []).append(w.run_pgbench(db, n, a.seconds)["tps"])
+            print(f"pgbench single-row INSERT transactions, {a.seconds:g} s per cell, median of {a.rounds}")
+            for n in clients:
+                base = statistics.median(tps[(names[0], n)])
+                for name in names:
+                    runs = tps[(name, n)]
+                    med = statistics.median(runs)
+                    spread = f"[{min(runs):,.0f}–{max(runs):,.0f}]"
+                    print(f"  {n:3d} clients  {name:14s} {med:9,.0f} tps ({med / base:.2f}×)  {spread}")
+        finally:
+            w.drop_templates()
+    print(f"load average now {load()}")
+
+
+if __name__ == "__main__":
+    main()
