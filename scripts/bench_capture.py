@@ -14,6 +14,8 @@ runs the variants in order, the next round in reverse; printed: median tps and i
                   role would need rights on schema reactor, and its search_path could redirect operators)
   row-level       shipped, but a FOR EACH ROW trigger inserting NEW.id (no transition table)
   one-statement   shipped, but the queue insert and the armed check in one statement (a CTE)
+  insert-only     shipped without the armed check: the queue row alone (what the wake-up protocol adds is
+                  the difference to `shipped`; without the check nobody could ever be woken)
 
     python scripts/bench_capture.py                                   # 8 and 32 clients, 10 s, 3 rounds
     python scripts/bench_capture.py --variants bare,shipped --clients 32 --rounds 5
@@ -57,6 +59,14 @@ BEGIN
     RETURN NULL;
 END $$;
 """
+INSERT_ONLY = """
+CREATE OR REPLACE FUNCTION reactor.enqueue_inserted() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO reactor.queue (feedback_id, op) SELECT n.id, 'upsert' FROM new_rows n;
+    RETURN NULL;
+END $$;
+"""
 INVOKER = """
 ALTER FUNCTION reactor.enqueue_inserted() RESET search_path;
 ALTER FUNCTION reactor.enqueue_inserted() SECURITY INVOKER;
@@ -72,14 +82,15 @@ def _setup(conn: psycopg.Connection, variant: str) -> None:
             conn.execute(FLOOR_TRIGGER)  # type: ignore[arg-type]
         return
     sql.install(conn, job_key="feedback_analysis")
-    extra = {"row-level": ROW_LEVEL, "one-statement": ONE_STATEMENT, "invoker": INVOKER}.get(variant)
+    extra = {"row-level": ROW_LEVEL, "one-statement": ONE_STATEMENT, "invoker": INVOKER, "insert-only": INSERT_ONLY}
+    extra = extra.get(variant)
     if extra:
         conn.execute(extra)  # type: ignore[arg-type]
 
 
 VARIANTS: dict[str, Callable[[psycopg.Connection], None]] = {
     name: (lambda conn, name=name: _setup(conn, name))
-    for name in ("bare", "floor", "shipped", "invoker", "row-level", "one-statement")
+    for name in ("bare", "floor", "shipped", "invoker", "row-level", "one-statement", "insert-only")
 }
 
 
