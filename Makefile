@@ -7,7 +7,7 @@ TEST_WORKERS ?= 2
 REACTOR := $(VENV)/bin/reactor
 MODELS ?= fixtures/tiny-models
 
-.PHONY: help install install-runtime sql models fixtures demo test test-fast lint format bench bench-plumbing bench-nlp bench-e2e bench-writers opensearch-start opensearch-stop clean
+.PHONY: help install install-runtime sql models fixtures demo test test-fast lint format bench bench-plumbing bench-nlp bench-e2e bench-writers bench-capture opensearch-start opensearch-stop clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -71,6 +71,9 @@ bench-e2e: install  ## end to end: reactor vs the original polling worker (laten
 
 bench-writers: install  ## the writers' cost (pgbench tps at 1/8/32 clients, 3 states, ratios) + latency, burst drain, idle, control
 	$(PY) scripts/bench_writers.py $(BENCH_WRITERS_ARGS)
+
+bench-capture: install  ## trigger variants vs bare (pgbench, 8/32 clients): why the writers' ratio is what it is
+	$(PY) scripts/bench_capture.py
 
 bench: bench-plumbing bench-nlp bench-e2e bench-writers  ## all benchmarks (prints tables; see BENCHMARKS.md)
 
