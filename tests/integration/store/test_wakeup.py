@@ -45,6 +45,41 @@ def test_control_and_topic_changes_notify_whatever_the_flag(pg_url):
     assert payloads == ["feedback_analysis", "topics"]
 
 
+def held_locks(url: str, statement: str) -> set[tuple[str, str]]:
+    """(relation or lock type, mode) of every lock the writer's open transaction holds after `statement`."""
+    with psycopg.connect(url) as writer, psycopg.connect(url, autocommit=True) as watcher:
+        writer.execute(statement)  # type: ignore[arg-type]
+        pid = writer.info.backend_pid
+        rows = watcher.execute(
+            "SELECT coalesce(l.relation::regclass::text, l.locktype), l.mode FROM pg_locks l WHERE l.pid = %s",
+            [pid],
+        ).fetchall()
+        writer.rollback()
+    return {(what, mode) for what, mode in rows if what not in ("virtualxid", "transactionid")}
+
+
+def test_the_writers_hot_path_locks_only_what_it_writes_and_reads_the_flag_shared(pg_url):
+    """Issue 11, point 2: the control and topic triggers live on their own tables, and the capture trigger
+    takes no lock a writer could wait on: row-exclusive on the tables it writes, access-share on the flag
+    table (conflicts only with DROP/TRUNCATE of it), nothing on job_configs or topics, no advisory lock."""
+    insert_locks = held_locks(pg_url, "INSERT INTO feedbacks (text) VALUES ('a writer on the hot path')")
+    assert {mode for _, mode in insert_locks} <= {"RowExclusiveLock", "AccessShareLock"}
+    assert ("reactor.sleepers", "AccessShareLock") in insert_locks  # the armed check: a shared read
+    flag = {(what, mode) for what, mode in insert_locks if what.startswith("reactor.sleepers")}
+    assert {mode for _, mode in flag} == {"AccessShareLock"}
+    assert {what for what, _ in insert_locks} - {what for what, _ in flag} <= {
+        "feedbacks",
+        "feedbacks_pkey",
+        "feedbacks_id_seq",
+        "reactor.queue",
+        "reactor.queue_id_seq",
+        "reactor.queue_pick_idx",
+        "reactor.queue_leased_feedback_idx",
+    }
+    update_locks = held_locks(pg_url, "UPDATE job_configs SET config = config || '{\"batch_size\": 21}'")
+    assert not {what for what, _ in update_locks} & {"feedbacks", "reactor.queue", "reactor.sleepers", "advisory"}
+
+
 def test_an_idle_reactor_wakes_on_one_insert(pg_url):
     async def go():
         async with running(pg_url) as reactor:
