@@ -15,7 +15,8 @@ from reactor.control import JobConfig
 from reactor.enrich import Enricher
 from reactor.nlp.standin import StandInSentiment, StandInZeroShot
 from reactor.sql import q
-from reactor.store import PgStore
+from reactor.store import PgStore, _complete
+from tests.support.cli import execute
 from tests.support.db import assert_consistent, insert, scalar, store_config_bypassing_validation
 from tests.support.inprocess import running, store_for, until
 from tests.support.processes import run_cli
@@ -156,8 +157,8 @@ def test_complete_waits_for_an_open_truncate_and_then_drops_its_results(pg_url):
         truncate = await psycopg.AsyncConnection.connect(pg_url)
         await truncate.execute("TRUNCATE feedbacks")  # holds ACCESS EXCLUSIVE until commit
         completing = asyncio.create_task(finish(store, c))
-        await asyncio.sleep(0.3)
-        assert not completing.done()  # blocked by the truncate's lock
+        await until(lambda: lock_waiters(pg_url) == 1, what="complete to wait for the truncate's lock")
+        assert not completing.done()
         await truncate.commit()
         await truncate.close()
         out = await completing
@@ -175,23 +176,25 @@ def test_a_truncate_that_waits_for_a_complete_still_removes_its_result(pg_url):
     async def go(store: PgStore) -> None:
         c = await claim(store, "a")
         assert c is not None
-        async with store.pool.connection() as holder:
-            await holder.set_autocommit(False)
-            await holder.execute("SELECT 1 FROM feedbacks LIMIT 1")  # a reader, like complete's lock on feedbacks
-            truncating = asyncio.create_task(asyncio.to_thread(run_sql, pg_url, "TRUNCATE feedbacks"))
-            await asyncio.sleep(0.3)
+        # complete's own transaction, held open before its commit
+        async with store.pool.connection() as conn, conn.transaction():
+            out = await _complete(conn, c, ENRICHER.enrich(c.items, c.labels), 5, 1.0, store.outbox)
+            assert out.analysed == 1
+            truncating = asyncio.create_task(asyncio.to_thread(execute, pg_url, "TRUNCATE feedbacks"))
+            await until(lambda: lock_waiters(pg_url) == 1, what="the truncate to wait for complete's locks")
             assert not truncating.done()
-            await holder.rollback()
-        await truncating
+        await truncating  # complete committed first: the truncate's trigger sees its result
         await drain(store)
 
     with_store(pg_url, go)
+    assert scalar(pg_url, "SELECT count(*) FROM reactor.feedback_analysis") == 0
     assert_consistent(pg_url)
 
 
-def run_sql(url: str, statement: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(statement)  # type: ignore[arg-type]
+def lock_waiters(url: str) -> int:
+    """Sessions of this database waiting for a lock (the other side of a forced interleaving)."""
+    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    return int(scalar(url, query))  # type: ignore[arg-type]
 
 
 def test_a_crashed_batch_is_claimed_again_in_halves(pg_url):
@@ -203,7 +206,7 @@ def test_a_crashed_batch_is_claimed_again_in_halves(pg_url):
         assert first is not None and first.size == 10
         token = "dies"
         for round_ in range(4):
-            run_sql(
+            execute(
                 pg_url,
                 f"UPDATE reactor.queue SET claimed_until = now() - interval '1 second' WHERE claimed_by = '{token}'",
             )
@@ -247,7 +250,7 @@ def test_one_definition_of_stopped_for_the_claim_the_reactor_and_status(pg_url, 
 
     reactor_reads, claimed = with_store(pg_url, go)
     status = run_cli(pg_url, "status", "--json")
-    assert status.returncode in (0, 1), status.stderr
+    assert status.returncode == (1 if running else 0), status.stderr  # the claim left its job incomplete
     assert (reactor_reads, claimed, '"state": "running"' in status.stdout) == (running, running, running)
 
 
@@ -318,8 +321,8 @@ def test_reprocess_stale_also_requeues_reindex_only_and_in_flight_rows(pg_url):
 
 def test_a_fresh_row_behind_exhausted_ones_is_not_left_waiting_for_the_poll(pg_url):
     insert(pg_url, [f"exhausted {i}" for i in range(60)])
-    run_sql(pg_url, "UPDATE reactor.queue SET attempts = 5, last_error = 'model failed'")
-    run_sql(pg_url, """UPDATE job_configs SET config = config || '{"batch_size": 60}'""")
+    execute(pg_url, "UPDATE reactor.queue SET attempts = 5, last_error = 'model failed'")
+    execute(pg_url, """UPDATE job_configs SET config = config || '{"batch_size": 60}'""")
 
     async def go() -> None:
         async with running(pg_url, poll_s=30.0) as reactor:
@@ -335,10 +338,10 @@ def test_the_reactor_prunes_jobs_past_the_retention_and_obsolete_tombstones(pg_u
     ids = insert(pg_url, [f"row {i}" for i in range(5)])
     for fid in ids:  # five batches, five jobs rows
         with_store(pg_url, drain)
-        run_sql(pg_url, f"DELETE FROM feedbacks WHERE id = {fid}")
+        execute(pg_url, f"DELETE FROM feedbacks WHERE id = {fid}")
     with_store(pg_url, drain)
-    run_sql(pg_url, "UPDATE jobs SET updated_at = now() - interval '40 days'")
-    run_sql(pg_url, "UPDATE reactor.tombstones SET deleted_at = now() - interval '2 minutes'")
+    execute(pg_url, "UPDATE jobs SET updated_at = now() - interval '40 days'")
+    execute(pg_url, "UPDATE reactor.tombstones SET deleted_at = now() - interval '2 minutes'")
     assert scalar(pg_url, "SELECT count(*) FROM reactor.tombstones") == 5
 
     async def go() -> None:

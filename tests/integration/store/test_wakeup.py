@@ -96,44 +96,44 @@ def test_an_idle_reactor_wakes_on_one_insert(pg_url):
 
 
 class ArmingHook(PgStore):
-    """A PgStore that runs `before_arm` just before arming and `after_look` after the hand-off look."""
+    """A PgStore that runs `before_arm` just before arming, and `at_look` right after its `look_number`-th look
+    at the queue after that arming (1 = the hand-off look, 2 = the first re-check, ...)."""
 
     before_arm = None
-    after_look = None
-    looks = 0
+    at_look = None
+    look_number = 1
+    looks = 0  # looks at the queue since the hooked arming
 
     async def arm(self, ttl_s: float) -> None:
         if self.before_arm is not None:
             hook, self.before_arm = self.before_arm, None
             await hook()
+            self.looks = 0
         await super().arm(ttl_s)
 
     async def ready_rows(self) -> bool:
         found = await super().ready_rows()
         self.looks += 1
-        if self.after_look is not None:
-            hook, self.after_look = self.after_look, None
+        if self.at_look is not None and self.looks == self.look_number:
+            hook, self.at_look = self.at_look, None
             await hook()
         return found
 
 
-async def _writer_held_open_across_arming(url: str, store: ArmingHook, reactor, commit_after_s: float) -> None:
+async def _writer_held_open_across_arming(url: str, store: ArmingHook, reactor, commit_after_look: int) -> None:
     """A writer inserts while the reactor is not armed (so its trigger reads the flag down and will not notify),
-    the reactor arms and takes its hand-off look (the row is not committed yet), then the writer commits."""
+    the reactor arms and looks at the queue `commit_after_look` times (the row is not committed yet), then the
+    writer commits: the interleaving is forced by the hooks, not left to timing."""
     writer = await psycopg.AsyncConnection.connect(url)
 
     async def insert_uncommitted() -> None:
         await writer.execute("INSERT INTO feedbacks (text) VALUES ('committed after the look')")
 
-    async def commit_later() -> None:
-        async def later() -> None:
-            await asyncio.sleep(commit_after_s)
-            await writer.commit()
-            await writer.close()
+    async def commit() -> None:
+        await writer.commit()
+        await writer.close()
 
-        asyncio.get_running_loop().create_task(later())
-
-    store.before_arm, store.after_look = insert_uncommitted, commit_later
+    store.before_arm, store.at_look, store.look_number = insert_uncommitted, commit, commit_after_look
     reactor.doorbell.kick()  # end the current sleep: drain (nothing), then arm through the hooks
 
 
@@ -143,7 +143,7 @@ def test_a_writer_held_open_across_the_arming_step_is_found_by_a_recheck(pg_url)
         async with running(pg_url, store=store, rechecks_s=(0.05, 0.2, 0.5)) as reactor:
             await until(lambda: reactor.doorbell.armed)
             await reactor.doorbell.disarm()
-            await _writer_held_open_across_arming(pg_url, store, reactor, commit_after_s=0.1)
+            await _writer_held_open_across_arming(pg_url, store, reactor, commit_after_look=1)  # after the hand-off
             await until(lambda: wakeups(reactor, "recheck") == 1, what="a recheck to find the late row")
             assert reactor.rows == 1 and wakeups(reactor, "notify") == 0
 
@@ -158,7 +158,7 @@ def test_a_writer_held_open_past_every_recheck_is_found_by_the_poll(pg_url):
             await until(lambda: reactor.doorbell.armed)
             await reactor.doorbell.disarm()
             started = time.monotonic()
-            await _writer_held_open_across_arming(pg_url, store, reactor, commit_after_s=0.4)
+            await _writer_held_open_across_arming(pg_url, store, reactor, commit_after_look=2)  # after the recheck
             await until(lambda: wakeups(reactor, "poll") == 1, what="the poll to find the late row")
             assert reactor.rows == 1 and wakeups(reactor, "notify") == 0
             assert time.monotonic() - started < 1.5 + 1.0  # never later than one poll interval after its commit
