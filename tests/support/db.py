@@ -125,3 +125,17 @@ def run_writers(writer: Callable[[int], None], count: int) -> None:
         t.join()
     if errors:
         raise errors[0]
+
+
+def analysed(url: str) -> int:
+    """Rows in reactor.feedback_analysis."""
+    return int(scalar(url, "SELECT count(*) FROM reactor.feedback_analysis"))  # type: ignore[arg-type]
+
+
+def notified_by(url: str, *statements: str, wait_s: float = 0.3) -> int:
+    """How many reactor_work notifications a listening session gets while `statements` run (autocommit)."""
+    with psycopg.connect(url, autocommit=True) as listen, psycopg.connect(url, autocommit=True) as writer:
+        listen.execute("LISTEN reactor_work")
+        for statement in statements:
+            writer.execute(statement)  # type: ignore[arg-type]
+        return sum(1 for _ in listen.notifies(timeout=wait_s))

@@ -11,23 +11,21 @@ import time
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from tests.support.db import assert_consistent, insert, run_writers, scalar, wait_until
+from tests.support.db import (
+    analysed,
+    assert_consistent,
+    insert,
+    notified_by,
+    run_writers,
+    scalar,
+    store_config_bypassing_validation,
+    wait_until,
+)
 from tests.support.processes import run_cli
 
 
 def armed(url: str) -> int:
     return int(scalar(url, "SELECT count(*) FROM reactor.sleepers WHERE armed_until > now()"))
-
-
-def analysed(url: str) -> int:
-    return int(scalar(url, "SELECT count(*) FROM reactor.feedback_analysis"))
-
-
-def notifications(url: str, statement: str, wait_s: float = 0.5) -> int:
-    with psycopg.connect(url, autocommit=True) as listen, psycopg.connect(url, autocommit=True) as writer:
-        listen.execute("LISTEN reactor_work")
-        writer.execute(statement)  # type: ignore[arg-type]
-        return sum(1 for _ in listen.notifies(timeout=wait_s))
 
 
 def test_a_reactor_killed_while_armed_neither_keeps_writers_notifying_nor_hides_the_others(pg_url, start_reactor):
@@ -38,10 +36,10 @@ def test_a_reactor_killed_while_armed_neither_keeps_writers_notifying_nor_hides_
     ttl_left = float(scalar(pg_url, "SELECT extract(epoch FROM max(armed_until) - now()) FROM reactor.sleepers"))
     assert 0 < ttl_left <= 30, "a dead reactor's flag lasts one arming TTL at most"
     # until it expires writers still notify (harmless); once expired they stop
-    assert notifications(pg_url, "INSERT INTO feedbacks (text) VALUES ('while the dead flag lasts')") == 1
+    assert notified_by(pg_url, "INSERT INTO feedbacks (text) VALUES ('while the dead flag lasts')", wait_s=0.5) == 1
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("UPDATE reactor.sleepers SET armed_until = now() - interval '1 second'")  # its TTL passed
-    assert notifications(pg_url, "INSERT INTO feedbacks (text) VALUES ('after it expired')") == 0
+    assert notified_by(pg_url, "INSERT INTO feedbacks (text) VALUES ('after it expired')", wait_s=0.5) == 0
     b = start_reactor("--poll-interval", "600")
     b.wait_for_log("wakeup.notifications_ok", 60)
     wait_until(lambda: analysed(pg_url) == 2 and armed(pg_url) == 1, 30, "reactor B caught up and armed")
@@ -121,10 +119,7 @@ def test_sigterm_during_a_long_model_call_exits_after_the_grace_period(pg_url, s
 
 
 def test_a_config_number_too_large_for_python_does_not_stop_the_daemon(pg_url, start_reactor):
-    with psycopg.connect(pg_url, autocommit=True) as conn, conn.transaction():
-        conn.execute("ALTER TABLE job_configs DISABLE TRIGGER reactor_job_configs_validate")
-        conn.execute("""UPDATE job_configs SET config = '{"batch_size": 1e5000, "run_next_job": true}'""")
-        conn.execute("ALTER TABLE job_configs ENABLE TRIGGER reactor_job_configs_validate")
+    store_config_bypassing_validation(pg_url, '{"batch_size": 1e5000, "run_next_job": true}')
     reactor = start_reactor()
     reactor.wait_for_log("control.invalid_config", 60)
     insert(pg_url, ["analysed with the default batch size"])

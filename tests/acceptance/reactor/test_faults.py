@@ -19,7 +19,16 @@ import urllib.request
 import psycopg
 import pytest
 
-from tests.support.db import assert_consistent, assert_invariants, insert, recount, scalar, stored_counts, wait_until
+from tests.support.db import (
+    analysed,
+    assert_consistent,
+    assert_invariants,
+    insert,
+    recount,
+    scalar,
+    stored_counts,
+    wait_until,
+)
 from tests.support.private_postgres import PrivatePostgres, free_port
 from tests.support.processes import run_cli
 
@@ -35,10 +44,6 @@ def sentence(rng: random.Random) -> str:
 
 def say(msg: str) -> None:
     print(f"  [faults] {msg}", flush=True)
-
-
-def analysed(url: str) -> int:
-    return int(scalar(url, "SELECT count(*) FROM reactor.feedback_analysis"))
 
 
 def queue_depth(url: str) -> int:

@@ -8,7 +8,16 @@ import time
 
 import psycopg
 
-from tests.support.db import assert_consistent, insert, recount, run_writers, scalar, stored_counts, wait_until
+from tests.support.db import (
+    analysed,
+    assert_consistent,
+    insert,
+    recount,
+    run_writers,
+    scalar,
+    stored_counts,
+    wait_until,
+)
 from tests.support.processes import run_cli
 
 WORDS = ("fast slow price support crash login screen payment refund great awful button update delivery").split()
@@ -16,10 +25,6 @@ WORDS = ("fast slow price support crash login screen payment refund great awful 
 
 def sentence(rng: random.Random) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12)))
-
-
-def analysed(url: str) -> int:
-    return int(scalar(url, "SELECT count(*) FROM reactor.feedback_analysis"))
 
 
 def queue_empty(url: str) -> bool:

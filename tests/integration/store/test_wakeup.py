@@ -9,17 +9,8 @@ import time
 import psycopg
 
 from reactor.store import PgStore
-from tests.support.db import assert_consistent, insert
+from tests.support.db import assert_consistent, insert, notified_by
 from tests.support.inprocess import running, store_for, until, wakeups
-
-
-def notified_by(url: str, *statements: str, wait_s: float = 0.3) -> int:
-    """How many reactor_work notifications a listening session gets while `statements` run (autocommit)."""
-    with psycopg.connect(url, autocommit=True) as listen, psycopg.connect(url, autocommit=True) as writer:
-        listen.execute("LISTEN reactor_work")
-        for statement in statements:
-            writer.execute(statement)  # type: ignore[arg-type]
-        return sum(1 for _ in listen.notifies(timeout=wait_s))
 
 
 def test_writers_notify_only_while_some_reactor_is_armed(pg_url):
