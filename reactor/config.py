@@ -19,7 +19,6 @@ import orjson
 from reactor import logs
 from reactor.enrich import DEFAULT_MAX_TEXT_BYTES
 
-SECRET_KEYS = ("DATABASE_URL", "REACTOR_LISTEN_URL", "OPENSEARCH_ENDPOINT", "OPENSEARCH_USER", "OPENSEARCH_PASS")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 T = TypeVar("T")
 
@@ -200,9 +199,7 @@ def load(environ: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Se
         )
         for key, value in secret.items():
             env.setdefault(key, value)
-    for key in SECRET_KEYS:
-        if key.endswith("PASS"):
-            logs.register_secret(env.get(key))
+    logs.register_secret(env.get("OPENSEARCH_PASS"))  # the URLs' passwords: _url and register_secrets below
     database_url, listen_url = (_url(env, name) for name in ("DATABASE_URL", "REACTOR_LISTEN_URL"))
     from reactor.sinks.endpoint import register_secrets  # user and password inside OPENSEARCH_ENDPOINT
 

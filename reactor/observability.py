@@ -99,15 +99,12 @@ def judge_health(
     info: dict[str, Any],
 ) -> tuple[bool, dict[str, Any]]:
     """/health's verdict: DOWN with the first reason found (database, LISTEN connection, a stalled queue)."""
-    notifications = NOTIFICATIONS.get(info.get("notifications"), info.get("notifications"))
     body: dict[str, Any] = {
         **info,
         "state": state,
         "queue_wait_s": waited_s,
         "last_batch_s_ago": age_s(last_batch_at),
-        "notifications": {True: "ok", False: "not delivered: polling", None: "unknown"}.get(
-            notifications, notifications
-        ),
+        "notifications": NOTIFICATIONS.get(info.get("notifications"), info.get("notifications")),
     }
     reason = database_problem
     if reason is None and not listening:

@@ -117,14 +117,11 @@ def reprocess(mode: str, since: datetime | None, models: str | None, chunk: int,
             "zero_shot_model": enricher.zero_shot.model_id if enricher else None,
         }
         total = operations.reprocess_count(conn, params)
-        if dry_run:
-            click.echo(f"{total} analysed rows match ({mode})")
-            return
-        if mode == "stale":  # batches computing now may still use the old topics or models
+        if mode == "stale" and not dry_run:  # batches computing now may still use the old topics or models
             in_flight = operations.reprocess_in_flight(conn)
             if in_flight:
                 click.echo(f"requeued {in_flight} rows a batch is computing right now (with the old topics or models)")
-        if not total:
+        if dry_run or not total:
             click.echo(f"{total} analysed rows match ({mode})")
             return
         queued = 0

@@ -126,7 +126,7 @@ def failed(limit: int, as_json: bool) -> None:
         f"parked feedback rows: {doc['rows_total']}"
         + (f" (newest {len(rows)})" if doc["rows_total"] > len(rows) else "")
     )
-    for r in doc["rows"]:
+    for r in rows:
         click.echo(
             f"  feedback {r['feedback_id']} ({r['op']}, {r['attempts']} attempts, {r['failed_at']:%Y-%m-%d %H:%M}): "
             f"{_short(r['error'], 200)}"
@@ -135,7 +135,7 @@ def failed(limit: int, as_json: bool) -> None:
         f"parked search documents: {doc['documents_total']}"
         + (f" (newest {len(docs)})" if doc["documents_total"] > len(docs) else "")
     )
-    for d in doc["documents"]:
+    for d in docs:
         click.echo(
             f"  {d['index_kind']} {d['doc_id']} ({d['action']}, {d['attempts']} attempts, "
             f"{d['parked_at']:%Y-%m-%d %H:%M}): {_short(d['error'], 200)}"

@@ -28,13 +28,8 @@ def _connect() -> tuple[config_mod.Settings, psycopg.Connection]:
     return settings, connect(resolve_url(settings.database_url, announce=False, start=False), autocommit=True)
 
 
-def gather(conn: psycopg.Connection, settings: config_mod.Settings) -> dict[str, Any]:
-    """Everything `status` shows, as plain data (the --json document)."""
-    return operations.status(conn, settings.job_key, settings.job_name)
-
-
 def render(info: dict[str, Any]) -> list[str]:
-    """The human view of `gather`'s document."""
+    """The human view of `operations.status`'s document."""
     cfg = info["config"]
     settings = ", ".join(f"{k} {v}" for k, v in cfg.items() if k != "run_next_job")
     lines = [f"state: {info['state']} ({settings})"]
@@ -105,7 +100,7 @@ def status(as_json: bool) -> None:
         return
     try:
         with conn:
-            info = gather(conn, settings)
+            info = operations.status(conn, settings.job_key, settings.job_name)
     except Exception as exc:  # any failure here must read as 2, never as 1 ("a job is incomplete")
         error = (
             describe_db_error(exc) if isinstance(exc, psycopg.Error) else f"{type(exc).__name__}: {one_line(str(exc))}"
@@ -114,7 +109,8 @@ def status(as_json: bool) -> None:
         return
     code = INCOMPLETE if info["incomplete_jobs"] else NONE
     if as_json:
-        _finish(True, code, info)
-    for line in render(info):
-        click.echo(line)
+        echo_json(info)
+    else:
+        for line in render(info):
+            click.echo(line)
     sys.exit(code)
