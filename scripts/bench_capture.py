@@ -26,13 +26,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
-from bench_writers import FLOOR_TRIGGER, Writers, describe, load
-from benchlib import database_server, with_db
+from bench_writers import Writers, load, setup_template
+from benchlib import database_server, machine
 
 ROW_LEVEL = """
 DROP TRIGGER reactor_feedback_insert ON feedbacks;
@@ -73,25 +72,15 @@ ALTER FUNCTION reactor.enqueue_inserted() SECURITY INVOKER;
 """
 
 
-def _setup(conn: psycopg.Connection, variant: str) -> None:
-    from reactor import sql
-
-    if variant in ("bare", "floor"):
-        conn.execute(sql.read("compat.sql"))  # type: ignore[arg-type]
-        if variant == "floor":
-            conn.execute(FLOOR_TRIGGER)  # type: ignore[arg-type]
-        return
-    sql.install(conn, job_key="feedback_analysis")
-    extra = {"row-level": ROW_LEVEL, "one-statement": ONE_STATEMENT, "invoker": INVOKER, "insert-only": INSERT_ONLY}
-    extra = extra.get(variant)
-    if extra:
-        conn.execute(extra)  # type: ignore[arg-type]
+EXTRA_SQL = {"row-level": ROW_LEVEL, "one-statement": ONE_STATEMENT, "invoker": INVOKER, "insert-only": INSERT_ONLY}
+VARIANTS = ("bare", "floor", "shipped", *EXTRA_SQL)
 
 
-VARIANTS: dict[str, Callable[[psycopg.Connection], None]] = {
-    name: (lambda conn, name=name: _setup(conn, name))
-    for name in ("bare", "floor", "shipped", "invoker", "row-level", "one-statement", "insert-only")
-}
+def setup_variant(conn: psycopg.Connection, variant: str) -> None:
+    """bench_writers' template of the variant's kind, then the variant's own change to the shipped trigger."""
+    setup_template(conn, variant if variant in ("bare", "floor") else "reactor")
+    if variant in EXTRA_SQL:
+        conn.execute(EXTRA_SQL[variant])  # type: ignore[arg-type]
 
 
 def main() -> None:
@@ -114,13 +103,10 @@ def main() -> None:
     with database_server("bench-capture-pg-") as (url, _):
         w = Writers(url, tmp, a)
         w.templates = {name: f"bench_w_{w.tag}_{name.replace('-', '_')}" for name in names}
-        m = describe(w)["machine"]
+        m = machine()
         print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {m['cpu']}, {m['cores']} cores · load average {load()}")
         try:
-            for name, template in w.templates.items():
-                w.admin(f'CREATE DATABASE "{template}"')
-                with psycopg.connect(with_db(url, template), autocommit=True) as conn:
-                    VARIANTS[name](conn)
+            w.create_templates(setup_variant)
             tps: dict[tuple[str, int], list[float]] = {}
             for n in clients:
                 for r in range(a.rounds):

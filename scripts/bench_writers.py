@@ -41,7 +41,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from statistics import fmean
@@ -84,6 +84,18 @@ INSERT INTO feedbacks (text) VALUES ('writer ' || :client_id || ' order ' || :n 
 """
 
 
+def setup_template(conn: psycopg.Connection, kind: str) -> None:
+    """A template database: `bare` (the original worker's tables), `floor` (+ an empty trigger) or `reactor`."""
+    from reactor import sql
+
+    if kind == "reactor":
+        sql.install(conn, job_key="feedback_analysis")
+        return
+    conn.execute(sql.read("compat.sql"))  # type: ignore[arg-type]
+    if kind == "floor":
+        conn.execute(FLOOR_TRIGGER)  # type: ignore[arg-type]
+
+
 DEFAULT_MAX_WAIT_MS = Options().max_wait_ms  # each checkout measured with its own default
 
 
@@ -122,18 +134,12 @@ class Writers:
             row = cur.fetchone() if cur.description else None
             return row[0] if row else None
 
-    def create_templates(self) -> None:
-        from reactor import sql
-
-        for name in self.templates.values():
-            self.admin(f'CREATE DATABASE "{name}"')
-        with psycopg.connect(with_db(self.url, self.templates["bare"]), autocommit=True) as conn:
-            conn.execute(sql.read("compat.sql"))  # type: ignore[arg-type]
-        with psycopg.connect(with_db(self.url, self.templates["reactor"]), autocommit=True) as conn:
-            sql.install(conn, job_key="feedback_analysis")
-        with psycopg.connect(with_db(self.url, self.templates["floor"]), autocommit=True) as conn:
-            conn.execute(sql.read("compat.sql"))  # type: ignore[arg-type]
-            conn.execute(FLOOR_TRIGGER)
+    def create_templates(self, setup: Callable[[psycopg.Connection, str], None] | None = None) -> None:
+        """One template database per entry of self.templates, set up by `setup(conn, name)`."""
+        for name, template in self.templates.items():
+            self.admin(f'CREATE DATABASE "{template}"')
+            with psycopg.connect(with_db(self.url, template), autocommit=True) as conn:
+                (setup or setup_template)(conn, name)
 
     def drop_templates(self) -> None:
         for name in self.templates.values():
@@ -447,7 +453,8 @@ def main() -> None:
             f"{started:%Y-%m-%d %H:%M} UTC · {m['cpu']}, {m['cores']} cores, {m['os']}, Python {m['python']}\n"
             f"PostgreSQL {s['server_version']} (synchronous_commit={s['synchronous_commit']}, fsync={s['fsync']}, "
             f"wal_sync_method={s['wal_sync_method']}, shared_buffers={s['shared_buffers']}) · {out['pgbench']}\n"
-            f"load average {load()} (other work on this machine makes figures noisy: compare within one run)\n"
+            f"load average {out['load_average_start']} (other work on this machine makes figures noisy: compare "
+            "within one run)\n"
             f"logs in {tmp}"
         )
         w.create_templates()
