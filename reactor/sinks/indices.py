@@ -30,7 +30,7 @@ from opensearchpy import AsyncOpenSearch
 from opensearchpy.exceptions import TransportError
 
 from reactor import backoff, logs
-from reactor.sinks.client import CLUSTER_ITEM_STATUSES, describe_error, is_unavailable, item_error
+from reactor.sinks.client import describe_error, is_unavailable, item_error
 from reactor.sinks.documents import SCHEMA_VERSION, index_body, iter_docs
 from reactor.sql import q
 
@@ -236,7 +236,7 @@ async def bulk_index(
                 error = item_error(next(iter(item.values()), {})) if resp.get("errors") else None
                 if error is None:
                     continue
-                if error.status in CLUSTER_ITEM_STATUSES:
+                if error.cluster_wide:  # busy, unavailable or blocked: as the drain decides (ItemError)
                     busy.append((doc_id, src))
                 else:
                     failed.append((doc_id, error.text))
