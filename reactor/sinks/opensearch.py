@@ -159,7 +159,9 @@ class OpenSearchSink:
         self.retry_cap = retry_cap
         self.word_total_interval = word_total_interval
         self.pause = EndpointPause(base=pause_base, cap=pause_cap)
-        self.guard = IndexGuard(self.client, self.indices, pool.conninfo, metrics=metrics)
+        # the rebuild holds a session-level advisory lock: REACTOR_LISTEN_URL is the session connection when
+        # DATABASE_URL goes through a transaction pool, where lock and unlock could land on different backends
+        self.guard = IndexGuard(self.client, self.indices, settings.listen_url or pool.conninfo, metrics=metrics)
         self._total_cost = 0.0  # seconds the last drain that sent the word-total document took
         self._wake = asyncio.Event()
 
