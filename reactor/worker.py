@@ -298,7 +298,8 @@ class Reactor:
                 timeout = max(0.0, next_extend - time.monotonic())
                 if self.stop_deadline is not None:
                     timeout = min(timeout, max(0.0, self.stop_deadline - time.monotonic()))
-                done, _ = await asyncio.wait({future, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                waiters = {future} if stopping.done() else {future, stopping}  # a stop wakes the wait once
+                done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 if future in done:
                     return future.result()
                 if self._past_deadline():

@@ -161,6 +161,33 @@ def test_sigterm_within_the_grace_period_finishes_the_batch():
     run(go())
 
 
+def test_waiting_out_the_grace_period_does_not_spin():
+    """After SIGTERM the loop waits for the model call, it does not poll: the finished stop event must not wake
+    every wait at once (it did: ~100,000 turns per second of grace)."""
+
+    async def go():
+        store = InMemoryStore()
+        async with Harness(store, enricher=Enricher(SlowSentiment(0.3), StandInZeroShot()), grace_s=5.0) as h:
+            turns = 0
+            past_deadline = h.reactor._past_deadline
+
+            def counted() -> bool:
+                nonlocal turns
+                turns += 1
+                return past_deadline()
+
+            h.reactor._past_deadline = counted  # type: ignore[method-assign]
+            store.script(make_claim("a slow call outlives the stop request"))
+            h.listener.work()
+            await until(lambda: h.reactor.model_call_running)
+            h.reactor.request_stop("test")
+            await asyncio.wait_for(h.task, 3)
+        assert len(store.completes) == 1
+        assert turns <= 5, f"{turns} turns of the wait loop while the model call ran"
+
+    run(go())
+
+
 def test_a_result_the_database_refuses_is_stored_one_feedback_at_a_time():
     def refuse_feedback_2(claim, results):  # type: ignore[no-untyped-def]
         if any(isinstance(r, Analysis) and r.feedback_id == 2 for r in results):
