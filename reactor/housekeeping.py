@@ -16,12 +16,12 @@ import psycopg
 from reactor import logs
 from reactor.batching import sleep_unless
 from reactor.control import JobConfig
+from reactor.db import TRANSIENT
 from reactor.observability import Metrics
 from reactor.ports import Listener, Store
 
 log = logging.getLogger("reactor.housekeeping")
 PRUNE_BATCH = 1000
-TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, OSError, TimeoutError)
 
 
 class Housekeeping:

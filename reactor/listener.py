@@ -18,7 +18,7 @@ from psycopg import sql
 
 from reactor import backoff, logs
 from reactor.batching import sleep_unless
-from reactor.db import explain, with_keepalive
+from reactor.db import CONNECTION_LOST, explain, with_keepalive
 from reactor.ports import ListenHandler
 from reactor.sql import q
 
@@ -53,7 +53,7 @@ class Listener:
                     failures = 0
                     await handler.on_connect()
                     await self._serve(conn, stop, handler)
-            except (psycopg.OperationalError, psycopg.InterfaceError, OSError, TimeoutError) as exc:
+            except CONNECTION_LOST as exc:
                 self.connected.clear()
                 failures += 1
                 self.reconnects += 1

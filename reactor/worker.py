@@ -26,6 +26,7 @@ from reactor import backoff, logs
 from reactor.batch import Claim, Outcome
 from reactor.batching import sleep_unless
 from reactor.control import JobConfig
+from reactor.db import TRANSIENT
 from reactor.enrich import Enricher, ItemError, Result
 from reactor.housekeeping import Housekeeping
 from reactor.observability import Metrics, judge_health, report_batch, serve
@@ -35,14 +36,6 @@ from reactor.wakeup import Doorbell
 
 log = logging.getLogger("reactor.worker")
 T = TypeVar("T")
-TRANSIENT = (
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
-    psycopg.errors.DeadlockDetected,
-    psycopg.errors.SerializationFailure,
-    OSError,
-    TimeoutError,
-)
 
 
 @dataclass
