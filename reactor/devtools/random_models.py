@@ -190,7 +190,7 @@ def decoder_layers(size: str, shape: str = DEFAULT_SHAPE) -> int:
     """Decoder depth of ``shape`` at ``size``: the real count for full, scaled to the tiny model's 2 layers."""
     full = ZERO_SHOT_CHOICES[shape]
     base = int(_SPECS[size].bart["decoder_layers"])
-    return max(1, round(base * full.decoder_layers / 12))
+    return max(1, round(base * full.decoder_layers / ZERO_SHOT_CHOICES[DEFAULT_SHAPE].decoder_layers))
 
 
 def build_zero_shot(

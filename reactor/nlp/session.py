@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 
 DEVICES = ("auto", "cpu", "cuda")
-OPT_LEVELS = ("disable", "basic", "extended", "all")
 
 
 class ModelLoadError(Exception):
