@@ -88,7 +88,7 @@ def resolve_url(url: str | None, *, announce: bool = True, start: bool = True) -
         try:
             conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:
-            reason = logs.redact(str(exc).strip().splitlines()[0])
+            reason = logs.first_line(exc)
             raise InvalidDatabaseURL(f"DATABASE_URL is not a valid PostgreSQL URL or conninfo: {reason}") from None
         return url
     url = embedded_url(start=start)
@@ -112,8 +112,7 @@ def with_keepalive(url: str) -> str:
 def explain(exc: BaseException, url: str) -> str:
     """One line on why a connection failed, with the password masked."""
     target = logs.redact(url)
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"cannot connect to PostgreSQL at {target}: {logs.redact(text)}"
+    return f"cannot connect to PostgreSQL at {target}: {logs.first_line(exc) or type(exc).__name__}"
 
 
 # psycopg prepares a statement after 5 executions. PgBouncer before 1.21 in transaction mode cannot route prepared

@@ -47,14 +47,24 @@ def _clean(key: str, value: Any) -> Any:
     return value
 
 
+def first_line(text: object) -> str:
+    """The first line of `text`, secrets masked: what an operator needs, never a DSN's password."""
+    masked = redact(str(text)).strip()
+    return masked.splitlines()[0].strip() if masked else ""
+
+
+def fold(text: object, limit: int) -> str:
+    """`text` on one line (any run of whitespace becomes one space), cut to `limit` characters with "…"."""
+    folded = " ".join(str(text).split())
+    return folded if len(folded) <= limit else folded[: limit - 1] + "…"
+
+
 def one_line_error(exc: BaseException | None) -> str:
     """`Type: first line of the message`, masked and bounded: a library's failure in one field."""
     if exc is None:
         return ""
     text = " ".join(str(exc).split())
-    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    text = redact(text)
-    return text if len(text) <= LIBRARY_ERROR_CHARS else text[: LIBRARY_ERROR_CHARS - 1] + "…"
+    return fold(redact(f"{type(exc).__name__}: {text}" if text else type(exc).__name__), LIBRARY_ERROR_CHARS)
 
 
 class JsonFormatter(logging.Formatter):

@@ -24,10 +24,7 @@ class Fail(click.ClickException):
         self.exit_code = code
 
 
-def one_line(text: str) -> str:
-    """The first line of `text`, secrets masked: what an operator needs, never a DSN's password."""
-    text = logs.redact(str(text)).strip()
-    return text.splitlines()[0].strip() if text else ""
+one_line = logs.first_line  # the CLI's name for it
 
 
 def describe_db_error(exc: psycopg.Error) -> str:

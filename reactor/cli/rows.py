@@ -9,13 +9,9 @@ import click
 
 from reactor import operations
 from reactor.cli.common import CONTEXT, echo_json, open_db
+from reactor.logs import fold
 
 TOP_WORDS = 10
-
-
-def _short(text: Any, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @click.command(context_settings=CONTEXT, short_help="One feedback: text, analysis, queue and search state.")
@@ -51,8 +47,8 @@ def render_show(doc: dict[str, Any]) -> list[str]:
         lines = [f"feedback {fid}: the row no longer exists (deleted)"]
     else:
         others = {k: v for k, v in feedback.items() if k not in ("id", "text") and v not in (None, "", [], {})}
-        lines = [f"feedback {fid}: {_short(feedback.get('text')) if feedback.get('text') else '(no text)'}"]
-        lines += [f"  {k}: {_short(v, 120)}" for k, v in others.items()]
+        lines = [f"feedback {fid}: {fold(feedback.get('text'), 300) if feedback.get('text') else '(no text)'}"]
+        lines += [f"  {k}: {fold(v, 120)}" for k, v in others.items()]
     if analysis is None:
         lines.append("analysis: none yet")
     else:
@@ -75,23 +71,23 @@ def render_show(doc: dict[str, Any]) -> list[str]:
         lines.append("queue: nothing waiting")
     for item in doc["queue"]:
         state = "leased by " + str(item["claimed_by"]) if item.get("claimed_by") else f"ready from {item['not_before']}"
-        error = f", last error: {_short(item['last_error'], 200)}" if item.get("last_error") else ""
+        error = f", last error: {fold(item['last_error'], 200)}" if item.get("last_error") else ""
         lines.append(f"queue: {item['op']} waiting, attempt {item['attempts']}, {state}{error}")
     for item in doc["failed"]:
         lines.append(
             f"parked: {item['op']} after {item['attempts']} attempts at {item['failed_at']}: "
-            f"{_short(item['error'], 200)} (reactor retry-failed)"
+            f"{fold(item['error'], 200)} (reactor retry-failed)"
         )
     search = doc["search_document"]
     if search is None:
         lines.append("search document: nothing pending in the outbox")
     elif search.get("parked_at"):
         lines.append(
-            f"search document: parked at {search['parked_at']}: {_short(search.get('last_error'), 200)} "
+            f"search document: parked at {search['parked_at']}: {fold(search.get('last_error'), 200)} "
             "(reactor retry-failed --only outbox)"
         )
     else:
-        error = f", last error: {_short(search['last_error'], 200)}" if search.get("last_error") else ""
+        error = f", last error: {fold(search['last_error'], 200)}" if search.get("last_error") else ""
         lines.append(f"search document: {search['action']} pending, {search['attempts']} attempts{error}")
     return lines
 
@@ -129,7 +125,7 @@ def failed(limit: int, as_json: bool) -> None:
     for r in rows:
         click.echo(
             f"  feedback {r['feedback_id']} ({r['op']}, {r['attempts']} attempts, {r['failed_at']:%Y-%m-%d %H:%M}): "
-            f"{_short(r['error'], 200)}"
+            f"{fold(r['error'], 200)}"
         )
     click.echo(
         f"parked search documents: {doc['documents_total']}"
@@ -138,7 +134,7 @@ def failed(limit: int, as_json: bool) -> None:
     for d in docs:
         click.echo(
             f"  {d['index_kind']} {d['doc_id']} ({d['action']}, {d['attempts']} attempts, "
-            f"{d['parked_at']:%Y-%m-%d %H:%M}): {_short(d['error'], 200)}"
+            f"{d['parked_at']:%Y-%m-%d %H:%M}): {fold(d['error'], 200)}"
         )
     if doc["rows_total"] or doc["documents_total"]:
         click.echo("after fixing the cause: reactor retry-failed [--only queue|outbox]")

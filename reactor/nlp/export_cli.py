@@ -7,6 +7,7 @@ import time
 
 import click
 
+from reactor import logs
 from reactor.nlp.catalog import DEFAULT_SHAPE, ZERO_SHOT_CHOICES
 from reactor.nlp.export import DEFAULT_SENTIMENT, DEFAULT_ZERO_SHOT, TASKS, ExportError
 
@@ -132,16 +133,10 @@ def export_models(
             log=click.echo,
         )
     except ExportError as exc:
-        raise click.ClickException(_one_line(str(exc))) from None
+        raise click.ClickException(logs.fold(exc, 600)) from None
     except Exception as exc:  # a library failing deep inside the export: one line, never a traceback
-        raise click.ClickException(f"export failed: {type(exc).__name__}: {_one_line(str(exc))}") from None
+        raise click.ClickException(f"export failed: {type(exc).__name__}: {logs.fold(exc, 600)}") from None
     for task, m in manifests.items():
         flag = "  RANDOM WEIGHTS (scores mean nothing)" if m["random_weights"] else ""
         click.echo(f"{task}: {out.rstrip('/')}/{task} [{', '.join(m['precisions'])}] from {m['source']}{flag}")
     click.echo(f"done in {time.perf_counter() - t0:.1f}s")
-
-
-def _one_line(message: str, limit: int = 600) -> str:
-    """Library errors span lines (tracebacks of subprocesses, tensor dumps): fold them into one line."""
-    text = " ".join(message.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
