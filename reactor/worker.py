@@ -118,8 +118,7 @@ class Reactor:
     async def run(self) -> int:
         await asyncio.get_running_loop().run_in_executor(self.executor, self.enricher.warm_up)
         await self.store.open()
-        with contextlib.suppress(*TRANSIENT, SchemaMissing, psycopg.errors.UndefinedTable):
-            await self._reload_config(source="start")  # obey job_configs from the first claim on
+        await self._reload_quietly(source="start")  # obey job_configs from the first claim on
         self.doorbell.kick()  # catch-up pass at start
         tasks = [asyncio.create_task(self.listener.run(self.stop_event, self), name="listener")]
         tasks += self.housekeeping.tasks(self.stop_event)
@@ -199,7 +198,7 @@ class Reactor:
         handled = 0
         while not self.stop_event.is_set() and self.config.run_next_job:
             rows, parked = await self._one_batch(self.config)
-            if rows and self.doorbell.armed:
+            if rows:
                 await self.doorbell.disarm()  # busy now: writers need not wake us
             handled += rows + parked
             if not rows and not parked:
@@ -356,12 +355,11 @@ class Reactor:
             sent: float | None = float(stamp)
         except ValueError:
             sent = None
-        self._spawn(self._reload_config(source="notify", sent_at=sent))
+        self._spawn(self._reload_quietly(source="notify", sent_at=sent))
 
     async def on_connect(self) -> None:
         """After every (re)connect of the listener: re-read control state, catch up, probe notifications."""
-        with contextlib.suppress(*TRANSIENT, SchemaMissing, psycopg.errors.UndefinedTable):
-            await self._reload_config(source="connect")
+        await self._reload_quietly(source="connect")
         self.doorbell.kick()
         self._spawn(self._probe())
 
@@ -373,6 +371,12 @@ class Reactor:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def _reload_quietly(self, *, source: str, sent_at: float | None = None) -> None:
+        """Reload outside the loop (start, connect, a control notification): a database that is down or not
+        installed yet is the loop's to report; its next poll reloads anyway."""
+        with contextlib.suppress(*TRANSIENT, SchemaMissing, psycopg.errors.UndefinedTable):
+            await self._reload_config(source=source, sent_at=sent_at)
 
     async def _reload_config(self, *, source: str, sent_at: float | None = None) -> None:
         old = self.config
