@@ -23,6 +23,7 @@ from reactor.enrich import Analysis, Result
 from reactor.sql import q
 
 ROW_RETRY_CAP_S = 300.0  # a failing row is retried at least every 5 minutes
+PROMOTE_CHUNK = 5000  # inbox rows moved into the queue per claim: well above what a burst of writers adds
 
 
 class SchemaMissing(Exception):
@@ -77,7 +78,7 @@ class PgStore:
         await self._run("heartbeat", {"id": self.worker_id, "host": host, "pid": pid, "state": state})
 
     async def worker_gone(self) -> None:
-        await self._run("worker_gone", {"id": self.worker_id})
+        await self._sleepers("worker_gone", {"id": self.worker_id})
 
     async def gauges(self) -> Gauges:
         async with self.pool.connection(timeout=5) as conn:
@@ -97,10 +98,17 @@ class PgStore:
     # --- the wake-up protocol ---------------------------------------------------------------------------------
 
     async def arm(self, ttl_s: float) -> None:
-        await self._run("arm", {"id": self.worker_id, "ttl": ttl_s})
+        await self._sleepers("arm", {"id": self.worker_id, "ttl": ttl_s})
 
     async def disarm(self) -> None:
-        await self._run("disarm", {"id": self.worker_id})
+        await self._sleepers("disarm", {"id": self.worker_id})
+
+    async def _sleepers(self, name: str, params: dict[str, Any]) -> None:
+        """A change to our reactor.sleepers row, then the armed flag writers read, republished: one at a time."""
+        async with self.pool.connection(timeout=10) as conn, conn.transaction():
+            await conn.execute(q("sleepers_lock"))
+            await conn.execute(q(name), params)
+            await conn.execute(q("publish_armed"))
 
     async def ready_rows(self) -> bool:
         return bool(await self._one("ready_rows"))
@@ -115,8 +123,18 @@ class PgStore:
 
     async def claim(self, *, token: str, limit: int, lease_s: float, max_attempts: int) -> ClaimResult:
         """Lease up to `limit` rows in one short transaction; rows past `max_attempts` are parked, not retried.
-        Rows of a batch whose reactor died are claimed apart, in half that batch's size."""
-        async with self.pool.connection(timeout=30) as conn, conn.transaction():
+        Rows of a batch whose reactor died are claimed apart, in half that batch's size. Captured changes are
+        promoted from the inbox first, in a transaction of their own (they wait for no stop gate)."""
+        async with self.pool.connection(timeout=30) as conn:
+            async with conn.transaction():
+                await conn.execute(q("promote_lock"))
+                await conn.execute(q("promote"), {"n": PROMOTE_CHUNK})
+            return await self._claim(conn, token=token, limit=limit, lease_s=lease_s, max_attempts=max_attempts)
+
+    async def _claim(
+        self, conn: AsyncConnection[Any], *, token: str, limit: int, lease_s: float, max_attempts: int
+    ) -> ClaimResult:
+        async with conn.transaction():
             await conn.execute(q("fail_expired_jobs"))
             crashed = await (await conn.execute(q("crashed_batch_size"))).fetchone()
             params = {"key": self.job_key, "token": token, "lease": lease_s, "crashed_only": crashed is not None}

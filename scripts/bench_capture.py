@@ -9,12 +9,13 @@ runs the variants in order, the next round in reverse; printed: median tps and i
   bare            only the original worker's tables (compat.sql)
   floor           an empty statement trigger of the shipped shape (transition table, SECURITY DEFINER,
                   fixed search_path): what any capture by trigger costs at least
-  shipped         `reactor sql` as installed
+  shipped         `reactor sql` as installed: one narrow reactor.inbox row, then the armed check
+  queue-row       the capture before the inbox: the writer wrote the full reactor.queue row (its sequence,
+                  pick index, partial indexes, CHECK and defaults), then the armed check
   invoker         shipped, but SECURITY INVOKER without the fixed search_path (not shippable: the writer's
                   role would need rights on schema reactor, and its search_path could redirect operators)
   row-level       shipped, but a FOR EACH ROW trigger inserting NEW.id (no transition table)
-  one-statement   shipped, but the queue insert and the armed check in one statement (a CTE)
-  insert-only     shipped without the armed check: the queue row alone (what the wake-up protocol adds is
+  insert-only     shipped without the armed check: the inbox row alone (what the wake-up protocol adds is
                   the difference to `shipped`; without the check nobody could ever be woken)
 
     python scripts/bench_capture.py                                   # 8 and 32 clients, 10 s, 3 rounds
@@ -33,12 +34,25 @@ import psycopg
 from bench_writers import Writers, load, setup_template
 from benchlib import database_server, machine
 
+# The capture of 85aaff6..c90c1d5: a full reactor.queue row (sequence, pick index, two partial indexes, CHECK,
+# defaults) written by the writer, then the armed check.
+QUEUE_ROW = """
+CREATE OR REPLACE FUNCTION reactor.enqueue_inserted() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO reactor.queue (feedback_id, op) SELECT n.id, 'upsert' FROM new_rows n;
+    IF FOUND AND EXISTS (SELECT 1 FROM reactor.sleepers s WHERE s.armed_until > now()) THEN
+        PERFORM pg_notify('reactor_work', '');
+    END IF;
+    RETURN NULL;
+END $$;
+"""
 ROW_LEVEL = """
 DROP TRIGGER reactor_feedback_insert ON feedbacks;
 CREATE FUNCTION reactor.enqueue_row() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    INSERT INTO reactor.queue (feedback_id, op) VALUES (NEW.id, 'upsert');
+    INSERT INTO reactor.inbox (feedback_id, op) VALUES (NEW.id, 'upsert');
     IF EXISTS (SELECT 1 FROM reactor.sleepers s WHERE s.armed_until > now()) THEN
         PERFORM pg_notify('reactor_work', '');
     END IF;
@@ -46,23 +60,11 @@ BEGIN
 END $$;
 CREATE TRIGGER bench_row AFTER INSERT ON feedbacks FOR EACH ROW EXECUTE FUNCTION reactor.enqueue_row();
 """
-ONE_STATEMENT = """
-CREATE OR REPLACE FUNCTION reactor.enqueue_inserted() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE notified int;
-BEGIN
-    WITH queued AS (INSERT INTO reactor.queue (feedback_id, op) SELECT n.id, 'upsert' FROM new_rows n RETURNING 1)
-    SELECT 1 INTO notified FROM (SELECT 1 FROM queued LIMIT 1) q
-     WHERE EXISTS (SELECT 1 FROM reactor.sleepers s WHERE s.armed_until > now())
-       AND pg_notify('reactor_work', '') IS NOT NULL;
-    RETURN NULL;
-END $$;
-"""
 INSERT_ONLY = """
 CREATE OR REPLACE FUNCTION reactor.enqueue_inserted() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    INSERT INTO reactor.queue (feedback_id, op) SELECT n.id, 'upsert' FROM new_rows n;
+    INSERT INTO reactor.inbox (feedback_id, op) SELECT n.id, 'upsert' FROM new_rows n;
     RETURN NULL;
 END $$;
 """
@@ -72,7 +74,7 @@ ALTER FUNCTION reactor.enqueue_inserted() SECURITY INVOKER;
 """
 
 
-EXTRA_SQL = {"row-level": ROW_LEVEL, "one-statement": ONE_STATEMENT, "invoker": INVOKER, "insert-only": INSERT_ONLY}
+EXTRA_SQL = {"queue-row": QUEUE_ROW, "row-level": ROW_LEVEL, "invoker": INVOKER, "insert-only": INSERT_ONLY}
 VARIANTS = ("bare", "floor", "shipped", *EXTRA_SQL)
 
 

@@ -31,6 +31,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 from bench_e2e import Bench, cpu_delta, cpu_of  # noqa: E402
 
 from reactor.devtools.corpus import TOPIC_LABELS, feedback_corpus  # noqa: E402
+from reactor.sql import q  # noqa: E402
 
 CACHE = ROOT / ".cache"
 # name -> (sentiment folder, zero-shot folder, precision)
@@ -71,7 +72,7 @@ def drain_cost(b: Bench, models: Path, precision: str, texts: list[str], batch: 
             c.execute(
                 "UPDATE job_configs SET config = config || '{\"run_next_job\": true}' WHERE key = 'feedback_analysis'"
             )
-            while c.execute("SELECT EXISTS (SELECT 1 FROM reactor.queue)").fetchone()[0]:
+            while not c.execute(q("queue_empty")).fetchone()[0]:
                 if proc.poll() is not None:
                     raise SystemExit(f"reactor exited with {proc.returncode}")
                 time.sleep(0.1)

@@ -34,7 +34,8 @@ The PNG (--png, default docs/bench/latency_throughput.png): latency CDF ours vs 
     python scripts/bench_e2e.py                    # full, ~10 min on 2 cores
     python scripts/bench_e2e.py --sections plumbing,skipped,control,scaling
 Starts a throwaway embedded PostgreSQL unless DATABASE_URL is set (then it writes feedbacks/topics rows there,
-deletes pending reactor.queue rows between phases, and creates schema `baseline`: use a scratch database).
+deletes pending reactor.queue and reactor.inbox rows between phases, and creates schema `baseline`: use a scratch
+database).
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from reactor.sql import q  # noqa: E402
 
 BASELINE = ROOT / "scripts" / "baseline" / "worker.py"
 INF = float("inf")
@@ -113,6 +116,7 @@ class Bench:
         """Drop pending reactor work left by another phase (the triggers enqueue every insert)."""
         with self.conn() as c:
             c.execute("DELETE FROM reactor.queue")
+            c.execute("DELETE FROM reactor.inbox")
 
     def max_id(self) -> int:
         with self.conn() as c:
@@ -700,7 +704,7 @@ def section_scaling(b: Bench, a: argparse.Namespace, results: dict[str, Any]) ->
             )
             deadline = t0 + 900
             while time.monotonic() < deadline:
-                if c.execute("SELECT NOT EXISTS (SELECT 1 FROM reactor.queue)").fetchone()[0]:
+                if c.execute(q("queue_empty")).fetchone()[0]:
                     break
                 time.sleep(0.05)
             t1 = time.monotonic()

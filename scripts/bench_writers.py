@@ -13,8 +13,8 @@ Parts (--only, default all), each on fresh databases of one throwaway embedded P
            measure of bench_plumbing): analyzed_at minus the client's clock after COMMIT (on the server clock).
   burst    state (c), --burst-clients pgbench writers for --seconds. Per row inserted during the burst:
            analyzed_at − feedbacks.created_at (the inserting transaction's start, so the writer's own commit
-           time is included), p50/p99. Drain lag: seconds from pgbench's exit until reactor.queue is empty
-           (polled every 20 ms; bounded by --drain-timeout).
+           time is included), p50/p99. Drain lag: seconds from pgbench's exit until reactor.queue and
+           reactor.inbox are empty (polled every 20 ms; bounded by --drain-timeout).
   idle     --idle-inserts single inserts into an idle system, one at a time: each waits until the previous row is
            analysed plus a random 0.2–1 s pause; latency as in `latency`; p50, max, count within 50 ms.
   control  UPDATE job_configs run_next_job false/true (--toggles pairs, 0.1 s apart), idle and under 100 rows/s
@@ -60,6 +60,7 @@ from benchlib import (
     with_db,
 )
 
+from reactor.sql import q
 from reactor.worker import Options
 
 STATES = {
@@ -209,7 +210,8 @@ class Writers:
     def analysed_and_queued(self, url: str) -> tuple[int, int]:
         with psycopg.connect(url, autocommit=True) as conn:
             row = conn.execute(
-                "SELECT (SELECT count(*) FROM reactor.feedback_analysis), (SELECT count(*) FROM reactor.queue)"
+                "SELECT (SELECT count(*) FROM reactor.feedback_analysis),"
+                " (SELECT count(*) FROM reactor.queue) + (SELECT count(*) FROM reactor.inbox)"
             ).fetchone()
         return int(row[0]), int(row[1])  # type: ignore[index]
 
@@ -287,10 +289,10 @@ def part_burst(w: Writers, a: argparse.Namespace, out: dict[str, Any]) -> None:
         w.checkpoint()
         run = w.run_pgbench(url, a.burst_clients, a.seconds)
         ended = time.monotonic()
-        queued = conn.execute("SELECT count(*) FROM reactor.queue").fetchone()[0]  # type: ignore[index]
+        queued = w.analysed_and_queued(url)[1]
         drained = None
         while time.monotonic() - ended < a.drain_timeout:
-            if not conn.execute("SELECT EXISTS (SELECT 1 FROM reactor.queue)").fetchone()[0]:  # type: ignore[index]
+            if conn.execute(q("queue_empty")).fetchone()[0]:  # type: ignore[index]
                 drained = time.monotonic() - ended
                 break
             time.sleep(0.02)
@@ -319,7 +321,8 @@ def part_burst(w: Writers, a: argparse.Namespace, out: dict[str, Any]) -> None:
         f"batch_size {a.batch_size}\n"
         f"  per-row insert→analysis (analyzed_at − created_at), {r['analysed']:,}/{r['rows']:,} rows analysed: "
         f"{ms(r, 'p50', 'p99', 'max')}\n"
-        f"  drain lag: {lag} from pgbench's exit until reactor.queue was empty ({queued:,} rows queued at exit)"
+        f"  drain lag: {lag} from pgbench's exit until reactor.queue and inbox were empty "
+        f"({queued:,} rows waiting at exit)"
     )
 
 

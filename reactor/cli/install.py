@@ -15,6 +15,7 @@ TABLE_MEANING = {
     "feedback_analysis": "sentiment and topics of every analysed row: re-analysing costs model time",
     "word_counts": "accumulated word counts",
     "queue": "feedback changes waiting for analysis",
+    "inbox": "feedback changes just captured, not yet moved into the queue",
     "failed": "rows parked after max_attempts, with their errors",
     "outbox": "search documents not yet indexed",
     "job_runs": "per-batch details of the jobs rows",

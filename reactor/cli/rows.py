@@ -70,6 +70,9 @@ def render_show(doc: dict[str, Any]) -> list[str]:
     if not doc["queue"]:
         lines.append("queue: nothing waiting")
     for item in doc["queue"]:
+        if "id" not in item:  # still in the writers' inbox: promoted into the queue by the next claim
+            lines.append(f"queue: {item['op']} captured at {item['enqueued_at']}, waiting for a reactor")
+            continue
         state = "leased by " + str(item["claimed_by"]) if item.get("claimed_by") else f"ready from {item['not_before']}"
         error = f", last error: {fold(item['last_error'], 200)}" if item.get("last_error") else ""
         lines.append(f"queue: {item['op']} waiting, attempt {item['attempts']}, {state}{error}")

@@ -81,6 +81,23 @@ SELECT coalesce(q.claim_size, 1)
  ORDER BY q.priority, q.id
  LIMIT 1;
 
+-- name: promote_lock
+-- First statement of a promotion's own transaction. Promotions run one at a time, and `promote`, the next
+-- statement, takes its snapshot after the previous promotion committed: queue ids are handed out in the order
+-- the changes committed, so the per-feedback comparison of queue ids (tombstones, source_queue_id) stays true.
+SELECT pg_advisory_xact_lock(hashtextextended('reactor.promote', 0));
+
+-- name: promote
+-- Moves captured changes from the writers' inbox into the queue. A change committed after this statement's
+-- snapshot waits in the inbox for the next promotion.
+WITH moved AS (
+    DELETE FROM reactor.inbox
+     WHERE ctid = ANY (ARRAY(SELECT i.ctid FROM reactor.inbox i LIMIT %(n)b))
+ RETURNING feedback_id, op, enqueued_at
+)
+INSERT INTO reactor.queue (feedback_id, op, enqueued_at)
+SELECT feedback_id, op, enqueued_at FROM moved ORDER BY enqueued_at;
+
 -- name: claim
 -- Leases up to n ready rows (only rows of crashed batches when `crashed_only`). Gated in the same statement on
 -- the one definition of "stopped" (reactor.read_job_config): once a stop commits, no claim that starts
@@ -249,6 +266,18 @@ ON CONFLICT (id) DO UPDATE SET last_seen = now(), state = excluded.state;
 WITH asleep AS (DELETE FROM reactor.sleepers WHERE worker_id = %(id)s)
 DELETE FROM reactor.workers WHERE id = %(id)s;
 
+-- name: sleepers_lock
+-- First statement of arm, disarm and worker_gone: one at a time, so the deadline each of them publishes
+-- counts every other reactor's committed row.
+SELECT pg_advisory_xact_lock(hashtextextended('reactor.sleepers', 0));
+
+-- name: publish_armed
+-- Last statement of arm, disarm and worker_gone: the flag writers read (reactor.armed()), the latest armed_until,
+-- in epoch milliseconds. setval is not transactional: writers see it at once, and one whose transaction then
+-- fails to commit costs at most one arming TTL of needless notifications.
+SELECT setval('reactor.armed_until_ms',
+              coalesce((SELECT (extract(epoch FROM max(armed_until)) * 1000)::bigint FROM reactor.sleepers), 0));
+
 -- name: arm
 -- The wake-up protocol: this reactor is about to sleep; writers notify while armed_until lies ahead.
 INSERT INTO reactor.sleepers (worker_id, armed_until) VALUES (%(id)s, now() + make_interval(secs => %(ttl)s))
@@ -259,7 +288,8 @@ DELETE FROM reactor.sleepers WHERE worker_id = %(id)s;
 
 -- name: ready_rows
 -- Cheap re-check after arming: a row committed by a writer that read the flag just before it was set.
-SELECT EXISTS (SELECT 1 FROM reactor.queue
+SELECT EXISTS (SELECT 1 FROM reactor.inbox)
+    OR EXISTS (SELECT 1 FROM reactor.queue
                 WHERE not_before <= now() AND (claimed_until IS NULL OR claimed_until < now()));
 
 -- name: send_probe
@@ -271,10 +301,11 @@ SELECT pg_notify('reactor_work', %(payload)s);
 SELECT pg_notification_queue_usage();
 
 -- name: queue_empty
-SELECT NOT EXISTS (SELECT 1 FROM reactor.queue);
+SELECT NOT EXISTS (SELECT 1 FROM reactor.queue) AND NOT EXISTS (SELECT 1 FROM reactor.inbox);
 
 -- name: schema_present
-SELECT to_regclass('reactor.queue') IS NOT NULL AND to_regclass('reactor.sleepers') IS NOT NULL;
+SELECT to_regclass('reactor.queue') IS NOT NULL AND to_regclass('reactor.sleepers') IS NOT NULL
+   AND to_regclass('reactor.inbox') IS NOT NULL;
 
 -- name: retry_failed
 WITH back AS (DELETE FROM reactor.failed RETURNING feedback_id, op, enqueued_at)
@@ -297,11 +328,14 @@ SELECT id, host, pid, started_at, last_seen,
   FROM reactor.workers ORDER BY started_at;
 
 -- name: gauges
-SELECT (SELECT count(*) FROM reactor.queue),
+-- Waiting work counts the inbox (captured, not yet promoted) with the queue.
+SELECT (SELECT count(*) FROM reactor.queue) + (SELECT count(*) FROM reactor.inbox),
        (SELECT count(*) FROM reactor.failed),
        (SELECT count(*) FROM reactor.outbox WHERE parked_at IS NULL),
-       (SELECT extract(epoch FROM now() - min(enqueued_at)) FROM reactor.queue
-         WHERE not_before <= now() AND (claimed_until IS NULL OR claimed_until < now()));
+       (SELECT extract(epoch FROM now() - min(t)) FROM (
+            SELECT min(enqueued_at) FROM reactor.queue
+             WHERE not_before <= now() AND (claimed_until IS NULL OR claimed_until < now())
+            UNION ALL SELECT min(enqueued_at) FROM reactor.inbox) AS oldest(t));
 
 -- name: reprocess_chunk
 -- Requeue analysed rows at low priority (fresh inserts are served first), one chunk of ids at a time.
@@ -366,7 +400,7 @@ WITH open_jobs AS (
      WHERE j.status = 'processing'
 )
 SELECT
-    (SELECT count(*) FROM reactor.queue)                                                    AS queue_depth,
+    (SELECT count(*) FROM reactor.queue) + (SELECT count(*) FROM reactor.inbox)             AS queue_depth,
     (SELECT count(*) FROM reactor.queue WHERE claimed_until >= now())                       AS in_flight,
     (SELECT count(*) FROM reactor.queue WHERE last_error IS NOT NULL)                       AS retrying,
     (SELECT count(*) FROM reactor.failed)                                                   AS failed_rows,
@@ -399,7 +433,9 @@ SELECT count(*) FILTER (WHERE a.topic_set IS DISTINCT FROM %(topic_set)s)       
 SELECT (SELECT to_jsonb(f) FROM feedbacks f WHERE f.id = %(id)s)                                  AS feedback,
        (SELECT to_jsonb(a) - 'feedback_id' FROM reactor.feedback_analysis a WHERE a.feedback_id = %(id)s) AS analysis,
        (SELECT coalesce(jsonb_agg(to_jsonb(q) - 'feedback_id' ORDER BY q.id), '[]')
-          FROM reactor.queue q WHERE q.feedback_id = %(id)s)                                      AS queue,
+          FROM reactor.queue q WHERE q.feedback_id = %(id)s)
+       || (SELECT coalesce(jsonb_agg(to_jsonb(i) - 'feedback_id' ORDER BY i.enqueued_at), '[]')
+             FROM reactor.inbox i WHERE i.feedback_id = %(id)s)                                   AS queue,
        (SELECT coalesce(jsonb_agg(to_jsonb(x) - 'feedback_id' ORDER BY x.queue_id), '[]')
           FROM reactor.failed x WHERE x.feedback_id = %(id)s)                                     AS failed,
        (SELECT to_jsonb(o) - 'index_kind' - 'doc_id' FROM reactor.outbox o

@@ -1,17 +1,28 @@
 -- Idempotent objects (functions and triggers), re-created by every `reactor sql` whose checksum changed.
--- Statement-level triggers with transition tables: a 1M-row COPY costs one INSERT into the queue.
+-- Statement-level triggers with transition tables: a 1M-row COPY costs one INSERT into the inbox.
+-- Capture writes reactor.inbox, a narrow table without sequence or index (the cheapest durable row a writer can
+-- leave); a reactor promotes its rows into reactor.queue before it claims (queries.sql `promote`).
 -- Wake-ups: a transaction that called pg_notify takes a database-wide lock from pre-commit through its WAL
 -- flush, so notifying commits run one at a time. The triggers therefore notify only while a reactor is armed
--- in reactor.sleepers (it arms before it sleeps and disarms when it drains; reading the table takes no lock).
+-- in reactor.sleepers (it arms before it sleeps and disarms when it drains), as published in a sequence.
 -- A busy reactor needs no wake-up: it drains until the queue is empty, then arms and re-checks.
 -- The payload never carries data: NOTIFY's 8000-byte limit would abort the user's INSERT. SECURITY DEFINER
 -- with a fixed search_path: roles that write feedbacks need no rights on schema reactor.
 
+-- Whether some reactor sleeps and wants a NOTIFY: the deadline the reactors publish (migration 0004) lies ahead.
+-- A plain SQL expression, so the planner inlines it into the triggers' IF: no query, no lock but the sequence's.
+-- VOLATILE like the sequence read inside it (a STABLE wrapper would not be inlined).
+CREATE OR REPLACE FUNCTION reactor.armed() RETURNS boolean
+LANGUAGE sql VOLATILE AS $$
+    SELECT pg_catalog.pg_sequence_last_value('reactor.armed_until_ms'::pg_catalog.regclass)
+           > pg_catalog.date_part('epoch', pg_catalog.now()) * 1000
+$$;
+
 CREATE OR REPLACE FUNCTION reactor.enqueue_inserted() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    INSERT INTO reactor.queue (feedback_id, op) SELECT n.id, 'upsert' FROM new_rows n;
-    IF FOUND AND EXISTS (SELECT 1 FROM reactor.sleepers s WHERE s.armed_until > now()) THEN
+    INSERT INTO reactor.inbox (feedback_id, op) SELECT n.id, 'upsert' FROM new_rows n;
+    IF FOUND AND reactor.armed() THEN
         PERFORM pg_notify('reactor_work', '');
     END IF;
     RETURN NULL;
@@ -23,7 +34,7 @@ BEGIN
     -- Only text changes matter for analysis; a changed id counts as delete of the old plus insert of the new.
     -- Other columns of an analysed row (product_name, sender, updated_at...) only re-index its search document.
     -- Compared as jsonb so any feedbacks table shape works (only id and text are required).
-    INSERT INTO reactor.queue (feedback_id, op)
+    INSERT INTO reactor.inbox (feedback_id, op)
     SELECT n.id, 'upsert'
       FROM new_rows n LEFT JOIN old_rows o ON o.id = n.id
      WHERE o.id IS NULL OR o.text IS DISTINCT FROM n.text
@@ -37,7 +48,7 @@ BEGIN
      WHERE o.text IS NOT DISTINCT FROM n.text
        AND to_jsonb(o) - 'text' IS DISTINCT FROM to_jsonb(n) - 'text'
        AND EXISTS (SELECT 1 FROM reactor.feedback_analysis a WHERE a.feedback_id = n.id);
-    IF FOUND AND EXISTS (SELECT 1 FROM reactor.sleepers s WHERE s.armed_until > now()) THEN
+    IF FOUND AND reactor.armed() THEN
         PERFORM pg_notify('reactor_work', '');
     END IF;
     RETURN NULL;
@@ -46,8 +57,8 @@ END $$;
 CREATE OR REPLACE FUNCTION reactor.enqueue_deleted() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    INSERT INTO reactor.queue (feedback_id, op) SELECT o.id, 'delete' FROM old_rows o;
-    IF FOUND AND EXISTS (SELECT 1 FROM reactor.sleepers s WHERE s.armed_until > now()) THEN
+    INSERT INTO reactor.inbox (feedback_id, op) SELECT o.id, 'delete' FROM old_rows o;
+    IF FOUND AND reactor.armed() THEN
         PERFORM pg_notify('reactor_work', '');
     END IF;
     RETURN NULL;
@@ -56,8 +67,8 @@ END $$;
 CREATE OR REPLACE FUNCTION reactor.enqueue_truncated() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    INSERT INTO reactor.queue (feedback_id, op) SELECT a.feedback_id, 'delete' FROM reactor.feedback_analysis a;
-    IF FOUND AND EXISTS (SELECT 1 FROM reactor.sleepers s WHERE s.armed_until > now()) THEN
+    INSERT INTO reactor.inbox (feedback_id, op) SELECT a.feedback_id, 'delete' FROM reactor.feedback_analysis a;
+    IF FOUND AND reactor.armed() THEN
         PERFORM pg_notify('reactor_work', '');
     END IF;
     RETURN NULL;

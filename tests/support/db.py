@@ -75,6 +75,20 @@ def insert(url: str, texts: list[str | None]) -> list[int]:
         return ids
 
 
+def waiting(url: str) -> int:
+    """Feedback changes not handled yet: captured in the inbox or waiting in the queue."""
+    return int(scalar(url, "SELECT (SELECT count(*) FROM reactor.queue) + (SELECT count(*) FROM reactor.inbox)"))
+
+
+def promote(url: str) -> int:
+    """What every claim does first: move the writers' inbox rows into reactor.queue. Returns the rows moved."""
+    from reactor.sql import q
+
+    with psycopg.connect(url) as conn:
+        conn.execute(q("promote_lock"))
+        return conn.execute(q("promote"), {"n": 100_000}).rowcount
+
+
 def store_config_bypassing_validation(url: str, config: str, key: str = "feedback_analysis") -> None:
     """Store a job config the validation trigger would refuse, as a row written before `reactor sql` installed it."""
     with psycopg.connect(url, autocommit=True) as conn, conn.transaction():

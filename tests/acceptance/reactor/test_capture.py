@@ -11,6 +11,7 @@ import time
 import psycopg
 from psycopg.conninfo import make_conninfo
 
+from reactor.sql import q
 from tests.support.db import (
     analysed,
     assert_consistent,
@@ -39,6 +40,7 @@ def test_a_reactor_killed_while_armed_neither_keeps_writers_notifying_nor_hides_
     assert notified_by(pg_url, "INSERT INTO feedbacks (text) VALUES ('while the dead flag lasts')", wait_s=0.5) == 1
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("UPDATE reactor.sleepers SET armed_until = now() - interval '1 second'")  # its TTL passed
+        conn.execute(q("publish_armed"))  # as the flag writers read it
     assert notified_by(pg_url, "INSERT INTO feedbacks (text) VALUES ('after it expired')", wait_s=0.5) == 0
     b = start_reactor("--poll-interval", "600")
     b.wait_for_log("wakeup.notifications_ok", 60)
@@ -157,7 +159,7 @@ def test_sql_accepts_a_minimal_table_in_another_schema(empty_db):
     assert_consistent(url)
     with psycopg.connect(url, autocommit=True) as conn:  # the triggers work on the table in schema app
         conn.execute("INSERT INTO feedbacks (text) VALUES ('after the install')")
-        assert conn.execute("SELECT count(*) FROM reactor.queue").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM reactor.inbox").fetchone()[0] == 1
 
 
 def test_health_is_down_with_the_fix_while_the_schema_is_missing_and_recovers(pg_url, start_reactor):

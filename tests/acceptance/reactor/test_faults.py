@@ -28,6 +28,7 @@ from tests.support.db import (
     scalar,
     stored_counts,
     wait_until,
+    waiting,
 )
 from tests.support.private_postgres import PrivatePostgres, free_port
 from tests.support.processes import run_cli
@@ -47,7 +48,7 @@ def say(msg: str) -> None:
 
 
 def queue_depth(url: str) -> int:
-    return int(scalar(url, "SELECT count(*) FROM reactor.queue"))
+    return waiting(url)
 
 
 def analysed_of(url: str, ids: list[int]) -> int:

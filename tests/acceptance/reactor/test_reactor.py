@@ -17,6 +17,7 @@ from tests.support.db import (
     scalar,
     stored_counts,
     wait_until,
+    waiting,
 )
 from tests.support.processes import run_cli
 
@@ -28,7 +29,7 @@ def sentence(rng: random.Random) -> str:
 
 
 def queue_empty(url: str) -> bool:
-    return scalar(url, "SELECT count(*) FROM reactor.queue") == 0
+    return waiting(url) == 0
 
 
 def test_1000_rows_from_8_connections_with_out_of_order_commits(pg_url, start_reactor):
@@ -278,7 +279,7 @@ def test_metadata_change_reindexes_without_running_the_models(pg_url, start_reac
         assert queue_empty(pg_url)
         conn.execute("UPDATE feedbacks SET product_name = 'renamed', sender = 'x' WHERE id = %s", [ids[0]])
         conn.execute("UPDATE feedbacks SET text = 'great price, fast too' WHERE id = %s", [ids[1]])
-        ops = conn.execute("SELECT feedback_id, op FROM reactor.queue ORDER BY id").fetchall()
+        ops = conn.execute("SELECT feedback_id, op FROM reactor.inbox ORDER BY enqueued_at").fetchall()
     assert ops == [(ids[0], "reindex"), (ids[1], "upsert")]
     reactor = start_reactor()
     wait_until(lambda: queue_empty(pg_url), 30, "queue drained")

@@ -17,7 +17,7 @@ from reactor.nlp.standin import StandInSentiment, StandInZeroShot
 from reactor.sql import q
 from reactor.store import PgStore, _complete
 from tests.support.cli import execute
-from tests.support.db import assert_consistent, insert, scalar, store_config_bypassing_validation
+from tests.support.db import assert_consistent, insert, promote, scalar, store_config_bypassing_validation
 from tests.support.inprocess import running, store_for, until
 from tests.support.processes import run_cli
 
@@ -107,9 +107,11 @@ def test_an_older_result_never_lands_after_a_newer_delete(pg_url):
     """Two claims race on one feedback (the first one's lease not committed yet, so invisible to the second's
     check), the newer delete completes first, the row even comes back with its id: the older result is dropped."""
     (fid,) = insert(pg_url, ["the old text"])
+    promote(pg_url)
     with psycopg.connect(pg_url) as first, psycopg.connect(pg_url, autocommit=True) as app:
         older = _claim_in_open_transaction(first, "older")  # holds row N, lease uncommitted
-        app.execute("DELETE FROM feedbacks WHERE id = %s", [fid])  # row M > N
+        app.execute("DELETE FROM feedbacks WHERE id = %s", [fid])
+        assert promote(pg_url) == 1  # row M > N
         with psycopg.connect(pg_url) as second:
             newer = _claim_in_open_transaction(second, "newer")  # takes M: N is locked, its lease unseen
             second.commit()
@@ -321,6 +323,7 @@ def test_reprocess_stale_also_requeues_reindex_only_and_in_flight_rows(pg_url):
 
 def test_a_fresh_row_behind_exhausted_ones_is_not_left_waiting_for_the_poll(pg_url):
     insert(pg_url, [f"exhausted {i}" for i in range(60)])
+    promote(pg_url)
     execute(pg_url, "UPDATE reactor.queue SET attempts = 5, last_error = 'model failed'")
     execute(pg_url, """UPDATE job_configs SET config = config || '{"batch_size": 60}'""")
 

@@ -8,23 +8,59 @@ import time
 
 import psycopg
 
+from reactor.sql import q, queries
 from reactor.store import PgStore
-from tests.support.db import assert_consistent, insert, notified_by
+from tests.support.cli import execute
+from tests.support.db import assert_consistent, insert, notified_by, scalar
 from tests.support.inprocess import running, store_for, until, wakeups
+
+PUBLISH = queries()["publish_armed"]  # what a reactor runs after each change to its reactor.sleepers row
 
 
 def test_writers_notify_only_while_some_reactor_is_armed(pg_url):
     insert_one = "INSERT INTO feedbacks (text) VALUES ('nobody is waiting')"
     assert notified_by(pg_url, insert_one) == 0
-    arm = "INSERT INTO reactor.sleepers VALUES ('a', now() + interval '30 seconds')"
+    arm = f"INSERT INTO reactor.sleepers VALUES ('a', now() + interval '30 seconds'); {PUBLISH}"
     assert notified_by(pg_url, arm, insert_one, insert_one) == 2  # one wake-up per notifying transaction
     # a reactor killed while armed: its flag expires, writers stop notifying for it
-    expire = "UPDATE reactor.sleepers SET armed_until = now() - interval '1 second'"
+    expire = f"UPDATE reactor.sleepers SET armed_until = now() - interval '1 second'; {PUBLISH}"
     assert notified_by(pg_url, expire, insert_one, "UPDATE feedbacks SET text = 'x'", "DELETE FROM feedbacks") == 0
     # a dead reactor's stale row never hides a live one's
-    assert (
-        notified_by(pg_url, "INSERT INTO reactor.sleepers VALUES ('b', now() + interval '30 seconds')", insert_one) == 1
-    )
+    arm_b = f"INSERT INTO reactor.sleepers VALUES ('b', now() + interval '30 seconds'); {PUBLISH}"
+    assert notified_by(pg_url, arm_b, insert_one) == 1
+    # what the reactors publish is the latest deadline of any row, whoever armed or disarmed last
+    assert scalar(pg_url, "SELECT reactor.armed()")
+    execute(pg_url, "DELETE FROM reactor.sleepers WHERE worker_id = 'b'", PUBLISH)
+    assert not scalar(pg_url, "SELECT reactor.armed()")
+
+
+def test_arming_and_disarming_publish_the_flag_one_at_a_time(pg_url):
+    """Forced: reactor B arms while reactor A's disarm has not committed. B's publication waits for A's commit,
+    so A's disarm can never overwrite B's deadline with its older view of reactor.sleepers."""
+
+    async def go() -> None:
+        a, b = store_for(pg_url, "a"), store_for(pg_url, "b")
+        await a.open()
+        await b.open()
+        try:
+            await a.arm(30)
+            async with a.pool.connection() as conn, conn.transaction():  # A's disarm, held open before its commit
+                await conn.execute(q("sleepers_lock"))
+                await conn.execute(q("disarm"), {"id": "a"})
+                await conn.execute(q("publish_armed"))
+                arming = asyncio.create_task(b.arm(30))
+                waiters = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'"
+                await until(lambda: scalar(pg_url, waiters) == 1, what="B's arm to wait for A's disarm")
+                assert not arming.done()
+            await arming
+            assert scalar(pg_url, "SELECT reactor.armed()")  # B's deadline, published after A's commit
+            await b.disarm()
+            assert not scalar(pg_url, "SELECT reactor.armed()")
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(go())
 
 
 def test_control_and_topic_changes_notify_whatever_the_flag(pg_url):
@@ -51,24 +87,23 @@ def held_locks(url: str, statement: str) -> set[tuple[str, str]]:
 
 def test_the_writers_hot_path_locks_only_what_it_writes_and_reads_the_flag_shared(pg_url):
     """Issue 11, point 2: the control and topic triggers live on their own tables, and the capture trigger
-    takes no lock a writer could wait on: row-exclusive on the tables it writes, access-share on the flag
-    table (conflicts only with DROP/TRUNCATE of it), nothing on job_configs or topics, no advisory lock."""
+    takes no lock a writer could wait on: row-exclusive on the inbox it writes and on the flag sequence it
+    reads (as every sequence function does; writers and setval never conflict on it, only DDL on the sequence
+    would), nothing on job_configs or topics, no advisory lock."""
     insert_locks = held_locks(pg_url, "INSERT INTO feedbacks (text) VALUES ('a writer on the hot path')")
-    assert {mode for _, mode in insert_locks} <= {"RowExclusiveLock", "AccessShareLock"}
-    assert ("reactor.sleepers", "AccessShareLock") in insert_locks  # the armed check: a shared read
-    flag = {(what, mode) for what, mode in insert_locks if what.startswith("reactor.sleepers")}
-    assert {mode for _, mode in flag} == {"AccessShareLock"}
-    assert {what for what, _ in insert_locks} - {what for what, _ in flag} <= {
+    assert {mode for _, mode in insert_locks} == {"RowExclusiveLock"}
+    # beside the application's own table, index and sequence: the inbox and the flag, no index or sequence of ours
+    assert {what for what, _ in insert_locks} >= {"reactor.inbox", "reactor.armed_until_ms"}
+    assert {what for what, _ in insert_locks} <= {
         "feedbacks",
         "feedbacks_pkey",
         "feedbacks_id_seq",
-        "reactor.queue",
-        "reactor.queue_id_seq",
-        "reactor.queue_pick_idx",
-        "reactor.queue_leased_feedback_idx",
+        "reactor.inbox",
+        "reactor.armed_until_ms",
     }
     update_locks = held_locks(pg_url, "UPDATE job_configs SET config = config || '{\"batch_size\": 21}'")
-    assert not {what for what, _ in update_locks} & {"feedbacks", "reactor.queue", "reactor.sleepers", "advisory"}
+    touched = {what for what, _ in update_locks}
+    assert not touched & {"feedbacks", "reactor.inbox", "reactor.queue", "reactor.armed_until_ms", "advisory"}
 
 
 def test_an_idle_reactor_wakes_on_one_insert(pg_url):
