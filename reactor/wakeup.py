@@ -2,7 +2,9 @@
 
 A NOTIFY costs every writer a database-wide lock held through its commit's WAL flush, so writers notify only
 while some reactor is armed in `reactor.sleepers`. A reactor arms just before it sleeps and disarms once it has
-work again: a busy reactor needs no wake-up, it drains until the queue is empty.
+work again: a busy reactor needs no wake-up, it drains until the queue is empty. Writers do not query that
+table: each arm and disarm publishes the latest deadline in a sequence, which the trigger reads with a function
+call (`reactor.armed()`; PgStore.arm/disarm).
 
 The race it must close: a writer reads the flag just before the reactor's arm commits, then commits its row
 after the reactor's last look at the queue. So after arming the reactor looks again at once (the hand-off), then

@@ -20,11 +20,13 @@ runs the variants in order, the next round in reverse; printed: median tps and i
 
     python scripts/bench_capture.py                                   # 8 and 32 clients, 10 s, 3 rounds
     python scripts/bench_capture.py --variants bare,shipped --clients 32 --rounds 5
+    python scripts/bench_capture.py --clients 1 --synchronous-commit off   # CPU cost: µs per transaction
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 from datetime import UTC, datetime
@@ -94,12 +96,19 @@ def main() -> None:
     ap.add_argument("--clients", default="8,32", help="pgbench client counts")
     ap.add_argument("--seconds", type=float, default=10.0, help="pgbench seconds per cell")
     ap.add_argument("--rounds", type=int, default=3, help="runs of each cell (alternating order)")
+    ap.add_argument(
+        "--synchronous-commit",
+        choices=("on", "off"),
+        default="on",
+        help="the writers' setting; off takes the WAL flush out, so 1 client measures CPU time per transaction",
+    )
     a = ap.parse_args()
     names = [v.strip() for v in a.variants.split(",") if v.strip()]
     unknown = set(names) - set(VARIANTS)
     if unknown or not names or a.rounds < 1:
         raise SystemExit(f"--variants takes {', '.join(VARIANTS)}; --rounds ≥ 1 (got {', '.join(sorted(unknown))})")
     clients = [int(x) for x in a.clients.split(",") if x.strip()]
+    os.environ["PGOPTIONS"] = f"{os.environ.get('PGOPTIONS', '')} -c synchronous_commit={a.synchronous_commit}"
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-capture-"))
     with database_server("bench-capture-pg-") as (url, _):
@@ -116,14 +125,18 @@ def main() -> None:
                         with w.database(name) as db:
                             w.checkpoint()
                             tps.setdefault((name, n), []).append(w.run_pgbench(db, n, a.seconds)["tps"])
-            print(f"pgbench single-row INSERT transactions, {a.seconds:g} s per cell, median of {a.rounds}")
+            print(
+                f"pgbench single-row INSERT transactions, {a.seconds:g} s per cell, median of {a.rounds}, "
+                f"synchronous_commit={a.synchronous_commit}"
+            )
             for n in clients:
                 base = statistics.median(tps[(names[0], n)])
                 for name in names:
                     runs = tps[(name, n)]
                     med = statistics.median(runs)
                     spread = f"[{min(runs):,.0f}–{max(runs):,.0f}]"
-                    print(f"  {n:3d} clients  {name:14s} {med:9,.0f} tps ({med / base:.2f}×)  {spread}")
+                    cost = f"  {1e6 / med - 1e6 / base:+5.1f} µs/tx vs {names[0]}" if n == 1 else ""
+                    print(f"  {n:3d} clients  {name:14s} {med:9,.0f} tps ({med / base:.2f}×)  {spread}{cost}")
         finally:
             w.drop_templates()
     print(f"load average now {load()}")

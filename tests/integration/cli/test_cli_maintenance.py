@@ -105,6 +105,13 @@ def test_show_queue_parked_and_search_states(pg_url: str) -> None:
     assert missing.exit_code == 1 and "not found" in missing.output
 
 
+def test_show_a_change_still_in_the_writers_inbox(pg_url: str) -> None:
+    (fid,) = insert(pg_url, ["captured, no reactor has claimed it yet"])
+    out = invoke(pg_url, "show", str(fid)).stdout
+    assert "analysis: none yet" in out and "queue: upsert captured at " in out and "waiting for a reactor" in out
+    assert "queue: 1 waiting (0 leased, 0 retrying)" in invoke(pg_url, "status").stdout  # the inbox counts
+
+
 def test_failed_lists_parked_rows_and_documents(pg_url: str) -> None:
     empty = invoke(pg_url, "failed")
     assert empty.exit_code == 0 and "parked feedback rows: 0" in empty.stdout
