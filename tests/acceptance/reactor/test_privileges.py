@@ -30,6 +30,8 @@ def test_listener_role_and_app_role_with_least_privilege(pg_url, start_reactor):
     out = run_cli(pg_url, "sql", "--grant-listener", worker)
     assert out.returncode == 0 and "granted role" in out.stdout, out.stderr
     start_reactor(url=_as(pg_url, worker))
+    # arming publishes the flag writers read (setval on reactor.armed_until_ms): the grant must allow it
+    wait_until(lambda: scalar(pg_url, "SELECT reactor.armed()"), 30, "the least-privilege worker to arm")
     with psycopg.connect(_as(pg_url, app), autocommit=True) as conn:
         conn.execute("INSERT INTO feedbacks (text) VALUES ('written by the app role')")
         assert conn.execute("SELECT has_schema_privilege(current_user, 'reactor', 'USAGE')").fetchone()[0] is False
