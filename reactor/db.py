@@ -20,7 +20,12 @@ log = logging.getLogger("reactor.db")
 CONNECTION_LOST = (psycopg.OperationalError, psycopg.InterfaceError, OSError, TimeoutError)
 # What a retry of the same statements can succeed after: a lost connection, or losing a deadlock or
 # serialization race to another transaction.
-TRANSIENT = (*CONNECTION_LOST, psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+TRANSIENT = (
+    *CONNECTION_LOST,
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.LockNotAvailable,  # a lock_timeout set by the query (reactor.sleepers' publication)
+)
 # Detect half-open TCP connections within ~30 s (the LISTEN connection is otherwise idle for long stretches).
 KEEPALIVE = {"keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5", "keepalives_count": "3"}
 

@@ -38,7 +38,9 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.queue_depth = Gauge("reactor_queue_depth", "Rows waiting in reactor.queue", registry=r)
+        self.queue_depth = Gauge(
+            "reactor_queue_depth", "Feedback changes waiting (reactor.queue and reactor.inbox)", registry=r
+        )
         self.failed_rows = Gauge("reactor_failed_rows", "Rows parked in reactor.failed", registry=r)
         self.outbox_depth = Gauge("reactor_outbox_depth", "Search documents waiting in the outbox", registry=r)
         self.paused = Gauge("reactor_paused", "1 while job_configs.run_next_job is false", registry=r)

@@ -127,8 +127,9 @@ class PgStore:
         promoted from the inbox first, in a transaction of their own (they wait for no stop gate)."""
         async with self.pool.connection(timeout=30) as conn:
             async with conn.transaction():
-                await conn.execute(q("promote_lock"))
-                await conn.execute(q("promote"), {"n": PROMOTE_CHUNK})
+                free = await (await conn.execute(q("promote_lock"))).fetchone()
+                if free and free[0]:
+                    await conn.execute(q("promote"), {"n": PROMOTE_CHUNK})
             return await self._claim(conn, token=token, limit=limit, lease_s=lease_s, max_attempts=max_attempts)
 
     async def _claim(

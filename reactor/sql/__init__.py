@@ -128,6 +128,8 @@ def install(conn: psycopg.Connection, *, job_key: str, force: bool = False, back
             conn.execute(cast(LiteralString, triggers))
             conn.execute(q("record_installed"), {"name": "triggers", "checksum": _digest(triggers)})
             report.triggers_updated = True
+        for (role,) in conn.execute(q("listener_roles")).fetchall():
+            grant_listener(conn, role)  # a migration's new tables and sequences, for reactors already granted
         conn.execute(q("register_job_key"), {"key": job_key})
         report.config_created = conn.execute(q("ensure_job_config"), {"key": job_key}).rowcount > 0
         if backfill:

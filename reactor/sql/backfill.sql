@@ -5,5 +5,6 @@ SELECT f.id, 'upsert', 1
   FROM feedbacks f
  WHERE NOT EXISTS (SELECT 1 FROM reactor.feedback_analysis a WHERE a.feedback_id = f.id)
    AND NOT EXISTS (SELECT 1 FROM reactor.queue q WHERE q.feedback_id = f.id)
+   AND NOT EXISTS (SELECT 1 FROM reactor.inbox i WHERE i.feedback_id = f.id)
    AND NOT EXISTS (SELECT 1 FROM reactor.failed d WHERE d.feedback_id = f.id)
  ORDER BY f.id;

@@ -27,6 +27,13 @@ SELECT checksum FROM reactor.installed WHERE name = %(name)s;
 INSERT INTO reactor.installed (name, checksum) VALUES (%(name)s, %(checksum)s)
 ON CONFLICT (name) DO UPDATE SET checksum = excluded.checksum, installed_at = now();
 
+-- name: listener_roles
+-- Roles `reactor sql --grant-listener` gave rights before: they hold DELETE on reactor.queue (its owner aside).
+SELECT DISTINCT r.rolname
+  FROM pg_class c, aclexplode(c.relacl) a JOIN pg_roles r ON r.oid = a.grantee
+ WHERE c.oid = 'reactor.queue'::regclass AND a.privilege_type = 'DELETE' AND a.grantee <> c.relowner
+ ORDER BY 1;
+
 -- name: schema_version
 SELECT CASE WHEN to_regclass('reactor.schema_version') IS NULL THEN NULL
             ELSE (SELECT max(version) FROM reactor.schema_version) END;
@@ -82,14 +89,17 @@ SELECT coalesce(q.claim_size, 1)
  LIMIT 1;
 
 -- name: promote_lock
--- First statement of a promotion's own transaction. Promotions run one at a time, and `promote`, the next
--- statement, takes its snapshot after the previous promotion committed: queue ids are handed out in the order
--- the changes committed, so the per-feedback comparison of queue ids (tombstones, source_queue_id) stays true.
-SELECT pg_advisory_xact_lock(hashtextextended('reactor.promote', 0));
+-- First statement of a promotion's own transaction: false while another reactor promotes (this claim then
+-- skips its promotion and takes what is queued; the other one moves the rows). The lock only spares reactors
+-- from queueing behind each other's row locks: order does not depend on it (see `promote`).
+SELECT pg_try_advisory_xact_lock(hashtextextended('reactor.promote', 0));
 
 -- name: promote
--- Moves captured changes from the writers' inbox into the queue. A change committed after this statement's
--- snapshot waits in the inbox for the next promotion.
+-- Moves captured changes from the writers' inbox into the queue. A change gets its queue id only once it has
+-- committed, so for ids a < b, change a committed before b was numbered, hence before b can be claimed: a
+-- claim of the higher id reads a text at least as new as every lower id's change, which the per-feedback
+-- comparison of queue ids (tombstones, source_queue_id) relies on. A change committed after this statement's
+-- snapshot waits in the inbox for the next promotion; a row another promotion deleted first is skipped.
 WITH moved AS (
     DELETE FROM reactor.inbox
      WHERE ctid = ANY (ARRAY(SELECT i.ctid FROM reactor.inbox i LIMIT %(n)b))
@@ -268,8 +278,9 @@ DELETE FROM reactor.workers WHERE id = %(id)s;
 
 -- name: sleepers_lock
 -- First statement of arm, disarm and worker_gone: one at a time, so the deadline each of them publishes
--- counts every other reactor's committed row.
-SELECT pg_advisory_xact_lock(hashtextextended('reactor.sleepers', 0));
+-- counts every other reactor's committed row. A holder that hangs cannot stall the others for long: the wait
+-- ends after 5 s with a lock timeout, which the reactor retries like any transient error.
+SELECT set_config('lock_timeout', '5s', true), pg_advisory_xact_lock(hashtextextended('reactor.sleepers', 0));
 
 -- name: publish_armed
 -- Last statement of arm, disarm and worker_gone: the flag writers read (reactor.armed()), the latest armed_until,
@@ -359,6 +370,7 @@ WITH chosen AS (
     SELECT c.feedback_id, 'upsert', 2 FROM chosen c
      WHERE NOT EXISTS (SELECT 1 FROM reactor.queue q
                         WHERE q.feedback_id = c.feedback_id AND q.op <> 'reindex' AND q.claimed_by IS NULL)
+       AND NOT EXISTS (SELECT 1 FROM reactor.inbox i WHERE i.feedback_id = c.feedback_id AND i.op <> 'reindex')
     RETURNING 1
 )
 SELECT (SELECT max(feedback_id) FROM chosen), (SELECT count(*) FROM chosen), (SELECT count(*) FROM queued);
@@ -371,7 +383,8 @@ SELECT DISTINCT q.feedback_id, 'upsert', 2
   FROM reactor.queue q
  WHERE q.claimed_by IS NOT NULL AND q.op <> 'delete'
    AND NOT EXISTS (SELECT 1 FROM reactor.queue w
-                    WHERE w.feedback_id = q.feedback_id AND w.op <> 'reindex' AND w.claimed_by IS NULL);
+                    WHERE w.feedback_id = q.feedback_id AND w.op <> 'reindex' AND w.claimed_by IS NULL)
+   AND NOT EXISTS (SELECT 1 FROM reactor.inbox i WHERE i.feedback_id = q.feedback_id AND i.op <> 'reindex');
 
 -- name: reprocess_count
 SELECT count(*) FROM reactor.feedback_analysis a

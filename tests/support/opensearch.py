@@ -62,6 +62,7 @@ async def write_analysed(
                 (ids, [texts[i] for i in ids]),
             )
         await conn.execute("DELETE FROM reactor.queue WHERE feedback_id = ANY(%s)", (ids,))
+        await conn.execute("DELETE FROM reactor.inbox WHERE feedback_id = ANY(%s)", (ids,))
         cur = await conn.execute(
             "SELECT feedback_id, word_counts FROM reactor.feedback_analysis WHERE feedback_id = ANY(%s) FOR UPDATE",
             (ids,),
@@ -96,6 +97,7 @@ async def delete_analysed(conn: psycopg.AsyncConnection[Any], ids: list[int]) ->
             deltas.subtract(old)
         await conn.execute("DELETE FROM feedbacks WHERE id = ANY(%s)", (ids,))
         await conn.execute("DELETE FROM reactor.queue WHERE feedback_id = ANY(%s)", (ids,))
+        await conn.execute("DELETE FROM reactor.inbox WHERE feedback_id = ANY(%s)", (ids,))
         await _apply_words(conn, deltas, [str(i) for i in ids], "delete")
 
 

@@ -42,3 +42,25 @@ def test_listener_role_and_app_role_with_least_privilege(pg_url, start_reactor):
     )
     status = run_cli(_as(pg_url, worker), "status")
     assert status.returncode == 0, status.stderr
+
+
+def test_an_upgrade_grants_its_new_objects_to_roles_granted_before(pg_url):
+    """A listener role granted by an older version holds rights on the tables of that time only: `reactor sql`
+    gives it the new ones (here the inbox and the armed-flag sequence of migration 4), or its reactor would stop
+    at the first claim with `permission denied`."""
+    role = f"old listener {uuid.uuid4().hex[:6]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA reactor TO {}").format(sql.Identifier(role)))
+        conn.execute(
+            sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON reactor.queue TO {}").format(sql.Identifier(role))
+        )
+    checks = (
+        "SELECT has_table_privilege(%(r)s, 'reactor.inbox', 'DELETE')"
+        " AND has_sequence_privilege(%(r)s, 'reactor.armed_until_ms', 'UPDATE')"
+        " AND has_table_privilege(%(r)s, 'reactor.sleepers', 'INSERT')"
+    )
+    assert scalar(pg_url, checks, {"r": role}) is False
+    out = run_cli(pg_url, "sql")
+    assert out.returncode == 0, out.stderr
+    assert scalar(pg_url, checks, {"r": role}) is True

@@ -60,9 +60,11 @@ def test_reprocess_does_not_starve_fresh_inserts(pg_url, start_reactor):
             )
         ]
     wait_until(
-        lambda: scalar(pg_url, "SELECT count(*) FROM reactor.queue WHERE feedback_id = ANY(%s)", [fresh]) == 0,
+        lambda: (
+            scalar(pg_url, "SELECT count(*) FROM reactor.feedback_analysis WHERE feedback_id = ANY(%s)", [fresh]) == 5
+        ),
         30,
-        "fresh rows served",
+        "fresh rows analysed",
     )
     backlog = scalar(pg_url, "SELECT count(*) FROM reactor.queue WHERE priority = 2")
     assert backlog > 100, f"fresh rows should jump the reprocessing backlog (left: {backlog})"

@@ -59,7 +59,7 @@ def test_hostile_values_never_stop_indexing(
             await seed_feedbacks(conn, 1, len(HOSTILE))  # the first outbox rows are the hostile ones
             for fid, assignment in HOSTILE.items():
                 await conn.execute(f"UPDATE feedbacks SET {assignment} WHERE id = {fid}")
-            await conn.execute("DELETE FROM reactor.queue")  # the metadata updates' reindex rows: not needed here
+            await conn.execute("DELETE FROM reactor.inbox")  # the metadata updates' reindex rows: not needed here
             await seed_feedbacks(conn, 101, 500)
             sink = sink_for(os_url, pool, index_names)
             try:

@@ -8,8 +8,13 @@ import threading
 import psycopg
 
 from reactor.sql import q
+from tests.support.cli import execute
 from tests.support.db import assert_consistent, insert, promote, scalar, wait_until, waiting
 from tests.support.inprocess import store_for
+
+
+def word_counts_of(url: str, fid: int) -> object:
+    return scalar(url, "SELECT word_counts FROM reactor.feedback_analysis WHERE feedback_id = %s", [fid])
 
 
 def queued(url: str) -> list[tuple[int, int]]:
@@ -54,22 +59,43 @@ def test_a_late_commit_is_promoted_later_and_gets_the_higher_queue_id(pg_url):
     assert_consistent(pg_url)
 
 
-def test_promotions_run_one_at_a_time_and_never_move_a_row_twice(pg_url):
-    """A second promotion waits for the first to commit, then sees what the first moved as gone: every change
-    is promoted once, and the second promotion's ids all come after the first's."""
+def test_a_text_change_committed_after_a_reprocess_row_was_claimed_wins(pg_url):
+    """The hazard the inbox closes: a writer's text change is still open while a reprocess row of the same
+    feedback is claimed (it reads the old text) and completed. The change is numbered only once it committed,
+    so its queue id is the higher one and its analysis replaces the old one (a queue id taken inside the
+    writer's transaction would have been the lower one, and the new text's result dropped as stale)."""
+    (fid,) = insert(pg_url, ["the old text"])
+    drain(pg_url)
+    with psycopg.connect(pg_url) as writer:
+        writer.execute("UPDATE feedbacks SET text = 'the new text' WHERE id = %s", [fid])
+        execute(pg_url, f"INSERT INTO reactor.queue (feedback_id, op, priority) VALUES ({fid}, 'upsert', 2)")
+        drain(pg_url)  # the reprocess row: claimed and completed on the old text
+        assert word_counts_of(pg_url, fid) == {"old": 1, "text": 1}
+        writer.commit()
+    drain(pg_url)
+    assert word_counts_of(pg_url, fid) == {"new": 1, "text": 1}
+    assert_consistent(pg_url)
+
+
+def test_concurrent_promotions_never_move_a_row_twice(pg_url):
+    """A second promotion while one is open skips (no reactor queues behind another's row locks); the next one
+    after the commit moves the rest: every change is promoted once, the later ones with higher ids. Without
+    the lock, a promotion that reached a row another one deleted first skips it."""
     first_rows = insert(pg_url, ["one", "two", "three"])
     with psycopg.connect(pg_url) as first:
-        first.execute(q("promote_lock"))
+        assert first.execute(q("promote_lock")).fetchone()[0]
         assert first.execute(q("promote"), {"n": 100}).rowcount == 3  # uncommitted
         later_rows = insert(pg_url, ["four", "five"])
-        moved: list[int] = []
-        second = threading.Thread(target=lambda: moved.append(promote(pg_url)))
-        second.start()
-        advisory_waiters = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'"
-        wait_until(lambda: scalar(pg_url, advisory_waiters) == 1, 10, "the second promotion to wait for the first")
-        assert not moved
-        first.commit()
-        second.join(10)
+        assert promote(pg_url) == 0  # busy: skipped, not waiting
+        with psycopg.connect(pg_url) as unlocked:  # the statement alone, past the lock
+            moved: list[int] = []
+            moving = threading.Thread(target=lambda: moved.append(unlocked.execute(q("promote"), {"n": 100}).rowcount))
+            moving.start()
+            row_waiters = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            wait_until(lambda: scalar(pg_url, row_waiters) == 1, 10, "a promotion blocked on a row the first moves")
+            first.commit()
+            moving.join(10)
+            unlocked.commit()
     assert moved == [2]
     rows = queued(pg_url)
     assert sorted(fid for _, fid in rows) == first_rows + later_rows  # each change once

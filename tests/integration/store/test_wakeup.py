@@ -56,6 +56,9 @@ def test_arming_and_disarming_publish_the_flag_one_at_a_time(pg_url):
             assert scalar(pg_url, "SELECT reactor.armed()")  # B's deadline, published after A's commit
             await b.disarm()
             assert not scalar(pg_url, "SELECT reactor.armed()")
+            await b.arm(30)
+            await b.worker_gone()  # a clean exit while armed: writers stop notifying at once, not after the TTL
+            assert not scalar(pg_url, "SELECT reactor.armed()")
         finally:
             await a.close()
             await b.close()
