@@ -2,8 +2,8 @@
 --
 -- The inbox. The feedbacks triggers append one narrow row here (no sequence, no
 -- index, no constraint to check) instead of a full queue row: that halves what capture adds to a writer's
--- transaction. A reactor promotes inbox rows into reactor.queue, one promotion at a time, right before it claims;
--- queue ids are therefore handed out in the order the changes committed.
+-- transaction. A reactor promotes inbox rows into reactor.queue right before it claims; a change gets its queue
+-- id only after it committed, so queue ids follow the order in which the changes committed.
 CREATE TABLE reactor.inbox (
     feedback_id  bigint NOT NULL,
     op           text NOT NULL,                            -- 'upsert', 'delete' or 'reindex' (see reactor.queue)
