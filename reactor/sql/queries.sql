@@ -298,10 +298,15 @@ ON CONFLICT (worker_id) DO UPDATE SET armed_until = excluded.armed_until;
 DELETE FROM reactor.sleepers WHERE worker_id = %(id)s;
 
 -- name: ready_rows
--- Cheap re-check after arming: a row committed by a writer that read the flag just before it was set.
+-- Cheap re-check after arming: a row committed by a writer that read the flag just before it was set. Ready
+-- means what the claim could take: a row of a feedback another batch holds waits for that batch (which
+-- claims it next), or a sleeping reactor would hand straight back to a claim that finds nothing, in a loop.
 SELECT EXISTS (SELECT 1 FROM reactor.inbox)
-    OR EXISTS (SELECT 1 FROM reactor.queue
-                WHERE not_before <= now() AND (claimed_until IS NULL OR claimed_until < now()));
+    OR EXISTS (SELECT 1 FROM reactor.queue q
+                WHERE q.not_before <= now() AND (q.claimed_until IS NULL OR q.claimed_until < now())
+                  AND NOT EXISTS (SELECT 1 FROM reactor.queue o
+                                   WHERE o.feedback_id = q.feedback_id AND o.claimed_by IS NOT NULL
+                                     AND o.claimed_until >= now()));
 
 -- name: send_probe
 -- Sent through the work connection at each LISTEN (re)connect: it must arrive on the LISTEN connection.

@@ -359,3 +359,25 @@ def test_the_reactor_prunes_jobs_past_the_retention_and_obsolete_tombstones(pg_u
 
     asyncio.run(go())
     assert scalar(pg_url, "SELECT count(*) FROM reactor.job_runs") == 1  # the newest job is kept with its run
+
+
+def test_a_row_waiting_behind_another_batchs_lease_is_not_ready(pg_url):
+    """A change to a feedback whose earlier row another batch holds cannot be claimed until that batch is done:
+    `ready_rows` must not call it ready, or a sleeping reactor hands straight back to an empty claim, in a loop.
+    The batch holding the lease claims it next."""
+    (fid,) = insert(pg_url, ["first text"])
+
+    async def go(store: PgStore) -> None:
+        held = await claim(store, "holder")
+        assert held is not None
+        execute(pg_url, f"UPDATE feedbacks SET text = 'second text' WHERE id = {fid}")
+        assert await store.ready_rows()  # in the inbox: a claim would promote it
+        assert await claim(store, "other") is None  # promoted, but its feedback is leased
+        assert not await store.ready_rows()
+        await finish(store, held)
+        assert await store.ready_rows()
+        assert await drain(store) == 1
+
+    with_store(pg_url, go)
+    assert word_counts_of(pg_url, fid) == {"second": 1, "text": 1}
+    assert_consistent(pg_url)
