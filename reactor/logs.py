@@ -91,8 +91,10 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(doc, default=str).decode()
 
 
-def _quiet_onnxruntime() -> None:
-    """ONNX Runtime writes its own coloured lines to stderr from C++; keep only its errors."""
+def quiet_onnxruntime() -> None:
+    """ONNX Runtime writes its own coloured lines to stderr from C++; keep only its errors. Called where the
+    models are loaded or exported, not by `setup`: importing onnxruntime takes ~0.1 s, which every CLI command
+    would pay."""
     import onnxruntime
 
     onnxruntime.set_default_logger_severity(ORT_ERRORS_ONLY)
@@ -108,7 +110,8 @@ def setup(level: str = "INFO", stream: Any = None) -> None:
     for noisy in QUIET_LIBRARIES:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     logging.captureWarnings(True)  # warnings.warn(...) from libraries: a JSON line, not raw text
-    _quiet_onnxruntime()
+    if "onnxruntime" in sys.modules:  # already loaded (an embedding application): quiet it now
+        quiet_onnxruntime()
 
 
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:

@@ -339,6 +339,9 @@ def export_models(
     (``reactor.devtools.random_models``; the zero-shot one of ``shape``, a ``reactor.nlp.catalog`` key) in
     ``checkpoints_dir`` (default ``.cache/models_<size>``) and exports those instead of the given ids.
     """
+    from reactor.logs import quiet_onnxruntime
+
+    quiet_onnxruntime()  # the optimizer, quantizers and parity sessions log through ORT's C++ logger
     out = Path(out)
     tasks = tuple(t for t in TASKS if t in tasks)
     sources = {"sentiment": sentiment, "zero-shot": zero_shot}

@@ -54,6 +54,9 @@ class Session:
     def __init__(self, path: Path, device: str, tuning: SessionTuning | None = None) -> None:
         import onnxruntime as ort
 
+        from reactor.logs import quiet_onnxruntime
+
+        quiet_onnxruntime()
         tuning = tuning or SessionTuning()
         opts = ort.SessionOptions()
         opts.graph_optimization_level = {

@@ -75,6 +75,11 @@ def insert(url: str, texts: list[str | None]) -> list[int]:
         return ids
 
 
+def word_counts_of(url: str, fid: int) -> dict[str, int] | None:
+    """The per-row word counts stored with a feedback's analysis (None when it has none)."""
+    return scalar(url, "SELECT word_counts FROM reactor.feedback_analysis WHERE feedback_id = %s", [fid])  # type: ignore[return-value]
+
+
 def waiting(url: str) -> int:
     """Feedback changes not handled yet: captured in the inbox or waiting in the queue."""
     return int(scalar(url, "SELECT (SELECT count(*) FROM reactor.queue) + (SELECT count(*) FROM reactor.inbox)"))

@@ -23,15 +23,19 @@ onnx.save(model, {path!r})
 """
 LOAD = """
 import sys
-if sys.argv[1] == "setup":
+from pathlib import Path
+if sys.argv[1] == "setup":  # the reactor's way: its logging, then a model loaded through nlp.session
     from reactor import logs
+    from reactor.nlp.session import Session
     logs.setup("INFO")
-import onnxruntime
-onnxruntime.InferenceSession(sys.argv[2], providers=["CPUExecutionProvider"])
+    Session(Path(sys.argv[2]), "cpu")
+else:
+    import onnxruntime
+    onnxruntime.InferenceSession(sys.argv[2], providers=["CPUExecutionProvider"])
 """
 
 
-def test_onnxruntime_lines_are_silenced_by_the_logging_setup(tmp_path) -> None:
+def test_onnxruntime_lines_are_silenced_where_the_reactor_loads_models(tmp_path) -> None:
     pytest.importorskip("onnx", reason="building the probe model needs the onnx package (export extra)")
     path = str(tmp_path / "unused.onnx")
     subprocess.run([sys.executable, "-c", MAKE_MODEL.format(path=path)], check=True, cwd=ROOT)

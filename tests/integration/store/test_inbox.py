@@ -9,12 +9,8 @@ import psycopg
 
 from reactor.sql import q
 from tests.support.cli import execute
-from tests.support.db import assert_consistent, insert, promote, scalar, wait_until, waiting
+from tests.support.db import assert_consistent, insert, promote, scalar, wait_until, waiting, word_counts_of
 from tests.support.inprocess import store_for
-
-
-def word_counts_of(url: str, fid: int) -> object:
-    return scalar(url, "SELECT word_counts FROM reactor.feedback_analysis WHERE feedback_id = %s", [fid])
 
 
 def queued(url: str) -> list[tuple[int, int]]:

@@ -17,7 +17,14 @@ from reactor.nlp.standin import StandInSentiment, StandInZeroShot
 from reactor.sql import q
 from reactor.store import PgStore, _complete
 from tests.support.cli import execute
-from tests.support.db import assert_consistent, insert, promote, scalar, store_config_bypassing_validation
+from tests.support.db import (
+    assert_consistent,
+    insert,
+    promote,
+    scalar,
+    store_config_bypassing_validation,
+    word_counts_of,
+)
 from tests.support.inprocess import running, store_for, until
 from tests.support.processes import run_cli
 
@@ -50,10 +57,6 @@ async def drain(store: PgStore) -> int:
         await finish(store, c)
         n += 1
     return n
-
-
-def word_counts_of(url: str, fid: int) -> dict[str, int] | None:
-    return scalar(url, "SELECT word_counts FROM reactor.feedback_analysis WHERE feedback_id = %s", [fid])  # type: ignore[return-value]
 
 
 def test_claim_then_complete_applies_each_result_once(pg_url):
