@@ -110,8 +110,6 @@ def setup(level: str = "INFO", stream: Any = None) -> None:
     for noisy in QUIET_LIBRARIES:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     logging.captureWarnings(True)  # warnings.warn(...) from libraries: a JSON line, not raw text
-    if "onnxruntime" in sys.modules:  # already loaded (an embedding application): quiet it now
-        quiet_onnxruntime()
 
 
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:
