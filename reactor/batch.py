@@ -26,6 +26,19 @@ class QueueRow:
     attempts: int
     enqueued_at: datetime
     last_error: str | None = None
+    crashes: int = 0  # deaths of its batch while it was the batch's only feedback
+
+
+def park_message(row: QueueRow) -> str:
+    """Why a row whose batch died is parked at its next claim: said plainly when every counted attempt was a
+    death with the row alone (the row kills the process), else with the last error it had."""
+    tried = row.attempts - 1
+    if row.crashes >= tried:
+        return f"killed the process each of the {tried} times it ran alone (crash or kill); parked after {tried}"
+    return (
+        f"gave up after {tried} attempts; the last one killed the process with the row alone (crash or kill); "
+        f"earlier error: {row.last_error or 'none recorded'}"
+    )
 
 
 @dataclass

@@ -117,7 +117,7 @@ def show(conn: Conn, feedback_id: int) -> dict[str, Any]:
 
 def failed(conn: Conn, limit: int) -> dict[str, Any]:
     """`reactor failed`: totals and the newest `limit` parked rows and parked search documents."""
-    row_keys = ("feedback_id", "op", "attempts", "error", "enqueued_at", "failed_at")
+    row_keys = ("feedback_id", "op", "attempts", "cause", "error", "enqueued_at", "failed_at")
     doc_keys = ("index_kind", "doc_id", "action", "attempts", "error", "parked_at")
     rows = _all(conn, "failed_rows", {"limit": limit})
     docs = _all(conn, "parked_documents", {"limit": limit})
@@ -125,6 +125,7 @@ def failed(conn: Conn, limit: int) -> dict[str, Any]:
     assert totals is not None
     return {
         "rows_total": totals[0],
+        "rows_crashed": totals[2],  # parked for killing the process (cause 'crash'); the rest for an error
         "documents_total": totals[1],
         "rows": [dict(zip(row_keys, r, strict=True)) for r in rows],
         "documents": [dict(zip(doc_keys, d, strict=True)) for d in docs],

@@ -17,7 +17,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from reactor import backoff
-from reactor.batch import Applied, Claim, ClaimResult, Outcome, QueueRow, failed_results, plan
+from reactor.batch import Applied, Claim, ClaimResult, Outcome, QueueRow, failed_results, park_message, plan
 from reactor.control import JobConfig
 from reactor.enrich import Analysis, Result
 from reactor.sql import q
@@ -46,6 +46,9 @@ class PgStore:
     ) -> None:
         self.pool, self.worker_id = pool, worker_id
         self.job_key, self.job_name, self.outbox = job_key, job_name, outbox
+        # Crash bisection takes turns with fresh work: after a claim of a dead batch's rows (and at start, right
+        # after a restart), the next claim serves rows no dead batch held, so new changes keep flowing.
+        self._fresh_turn = True
 
     async def open(self) -> None:
         await self.pool.open(wait=False)
@@ -123,8 +126,9 @@ class PgStore:
 
     async def claim(self, *, token: str, limit: int, lease_s: float, max_attempts: int) -> ClaimResult:
         """Lease up to `limit` rows in one short transaction; rows past `max_attempts` are parked, not retried.
-        Rows of a batch whose reactor died are claimed apart, in half that batch's size. Captured changes are
-        promoted from the inbox first, in a transaction of their own (they wait for no stop gate)."""
+        Rows of a batch whose reactor died are claimed apart, in half that batch's size, taking turns with fresh
+        rows. Captured changes are promoted from the inbox first, in a transaction of their own (they wait for
+        no stop gate)."""
         async with self.pool.connection(timeout=30) as conn:
             async with conn.transaction():
                 free = await (await conn.execute(q("promote_lock"))).fetchone()
@@ -138,21 +142,26 @@ class PgStore:
         async with conn.transaction():
             await conn.execute(q("fail_expired_jobs"))
             crashed = await (await conn.execute(q("crashed_batch_size"))).fetchone()
-            params = {"key": self.job_key, "token": token, "lease": lease_s, "crashed_only": crashed is not None}
-            params["n"] = max(1, crashed[0] // 2) if crashed else limit
-            rows = [QueueRow(*r) for r in await (await conn.execute(q("claim"), params)).fetchall()]
+            params = {"key": self.job_key, "token": token, "lease": lease_s, "n": limit}
+            rows: list[QueueRow] = []
+            if crashed is None or self._fresh_turn:
+                fresh_only = crashed is not None
+                params |= {"crashed_only": False, "fresh_only": fresh_only}
+                rows = [QueueRow(*r) for r in await (await conn.execute(q("claim"), params)).fetchall()]
+                self._fresh_turn = not (fresh_only and rows)  # fresh rows taken: the dead batch's turn next
+            if crashed is not None and not rows:
+                params |= {"crashed_only": True, "fresh_only": False, "n": max(1, crashed[0] // 2)}
+                rows = [QueueRow(*r) for r in await (await conn.execute(q("claim"), params)).fetchall()]
+                self._fresh_turn = True
             exhausted = [r for r in rows if r.attempts > max_attempts]
-            if exhausted:
+            if exhausted:  # only a death with the row alone is counted, so these rows kill the process
                 await conn.execute(
                     q("park"),
                     {
                         "token": token,
                         "ids": [r.queue_id for r in exhausted],
-                        "errors": [
-                            f"gave up after {r.attempts - 1} attempts; last error: "
-                            f"{r.last_error or 'the reactor stopped while processing it (crash or kill)'}"
-                            for r in exhausted
-                        ],
+                        "errors": [park_message(r) for r in exhausted],
+                        "cause": "crash",
                     },
                 )
             rows = [r for r in rows if r.attempts <= max_attempts]
@@ -289,6 +298,7 @@ async def _retry_or_park(
                 "token": claim.token,
                 "ids": [qid for f in park for qid in rows.get(f, [])],
                 "errors": [park[f].error for f in park for _ in rows.get(f, [])],
+                "cause": "error",
             },
         )
         out.parked = len(park)

@@ -12,6 +12,8 @@ from reactor.cli.common import CONTEXT, echo_json, open_db
 from reactor.logs import fold
 
 TOP_WORDS = 10
+# reactor.failed.cause, as people read it: a crash-parked row killed the process each time it ran alone
+CAUSES = {"crash": "killed the process", "error": "error"}
 
 
 @click.command(context_settings=CONTEXT, short_help="One feedback: text, analysis, queue and search state.")
@@ -75,11 +77,12 @@ def render_show(doc: dict[str, Any]) -> list[str]:
             continue
         state = "leased by " + str(item["claimed_by"]) if item.get("claimed_by") else f"ready from {item['not_before']}"
         error = f", last error: {fold(item['last_error'], 200)}" if item.get("last_error") else ""
-        lines.append(f"queue: {item['op']} waiting, attempt {item['attempts']}, {state}{error}")
+        crashes = f", its batch died with it alone {item['crashes']}x" if item.get("crashes") else ""
+        lines.append(f"queue: {item['op']} waiting, attempt {item['attempts']}, {state}{crashes}{error}")
     for item in doc["failed"]:
         lines.append(
-            f"parked: {item['op']} after {item['attempts']} attempts at {item['failed_at']}: "
-            f"{fold(item['error'], 200)} (reactor retry-failed)"
+            f"parked ({CAUSES.get(item.get('cause'), 'error')}): {item['op']} after {item['attempts']} attempts "
+            f"at {item['failed_at']}: {fold(item['error'], 200)} (reactor retry-failed)"
         )
     search = doc["search_document"]
     if search is None:
@@ -121,14 +124,16 @@ def failed(limit: int, as_json: bool) -> None:
     if as_json:
         echo_json(doc)
         return
+    crashed = doc["rows_crashed"]
     click.echo(
         f"parked feedback rows: {doc['rows_total']}"
-        + (f" (newest {len(rows)})" if doc["rows_total"] > len(rows) else "")
+        + (f" ({crashed} killed the process, {doc['rows_total'] - crashed} failed)" if doc["rows_total"] else "")
+        + (f", newest {len(rows)} below" if doc["rows_total"] > len(rows) else "")
     )
     for r in rows:
         click.echo(
-            f"  feedback {r['feedback_id']} ({r['op']}, {r['attempts']} attempts, {r['failed_at']:%Y-%m-%d %H:%M}): "
-            f"{fold(r['error'], 200)}"
+            f"  feedback {r['feedback_id']} ({CAUSES.get(r['cause'], 'error')}; {r['op']}, {r['attempts']} attempts, "
+            f"{r['failed_at']:%Y-%m-%d %H:%M}): {fold(r['error'], 200)}"
         )
     click.echo(
         f"parked search documents: {doc['documents_total']}"

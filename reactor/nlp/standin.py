@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import time
 from collections.abc import Sequence
 
@@ -19,13 +20,17 @@ def _unit(*parts: str) -> float:
 def _fault_injection(texts: Sequence[str]) -> None:
     """Test hooks, off by default: REACTOR_STANDIN_DELAY_MS slows each call (to kill a reactor mid-batch),
     REACTOR_STANDIN_FAIL_ON makes a call fail when a text contains that marker (a poison row), and
-    REACTOR_STANDIN_EXIT_ON ends the whole process at once (a row that crashes the model runtime)."""
+    REACTOR_STANDIN_EXIT_ON ends the whole process at once (a row that crashes the model runtime), and
+    REACTOR_STANDIN_KILL_ON has the process SIGKILL itself (what the kernel's OOM killer does)."""
     delay = float(os.environ.get("REACTOR_STANDIN_DELAY_MS") or 0)
     if delay:
         time.sleep(delay / 1000)
     killer = os.environ.get("REACTOR_STANDIN_EXIT_ON")
     if killer and any(killer in t for t in texts):
         os._exit(70)
+    sigkill = os.environ.get("REACTOR_STANDIN_KILL_ON")
+    if sigkill and any(sigkill in t for t in texts):
+        os.kill(os.getpid(), signal.SIGKILL)
     marker = os.environ.get("REACTOR_STANDIN_FAIL_ON")
     if marker and any(marker in t for t in texts):
         raise RuntimeError(f"stand-in model refused a text containing {marker!r}")

@@ -78,8 +78,8 @@ WITH dead AS (
 UPDATE jobs j SET status = 'failed', updated_at = now() FROM dead WHERE j.id = dead.job_id AND j.status = 'processing';
 
 -- name: crashed_batch_size
--- A ready row whose lease expired (the reactor holding it died): the size of the batch that held it. Such rows
--- are claimed apart, in half that size, so repeated crashes narrow down to the row that causes them.
+-- A ready row whose lease expired (the reactor holding it died): how many feedbacks the batch that held it had.
+-- Such rows are claimed apart, in half that size, so repeated crashes narrow down to the row that causes them.
 SELECT coalesce(q.claim_size, 1)
   FROM reactor.queue q
  WHERE q.claimed_by IS NOT NULL AND q.claimed_until < now() AND q.not_before <= now()
@@ -109,19 +109,24 @@ INSERT INTO reactor.queue (feedback_id, op, enqueued_at)
 SELECT feedback_id, op, enqueued_at FROM moved ORDER BY enqueued_at;
 
 -- name: claim
--- Leases up to n ready rows (only rows of crashed batches when `crashed_only`). Gated in the same statement on
--- the one definition of "stopped" (reactor.read_job_config): once a stop commits, no claim that starts
--- afterwards takes work. Rows of a feedback already leased by another batch are left alone.
+-- Leases up to n ready rows: only rows of crashed batches when `crashed_only`, only rows no crashed batch held
+-- when `fresh_only`. Gated in the same statement on the one definition of "stopped" (reactor.read_job_config):
+-- once a stop commits, no claim that starts afterwards takes work. Rows of a feedback already leased by another
+-- batch are left alone.
+-- Attempts: a row re-claimed after its batch died (claimed_by still set, lease lapsed) gets that attempt back
+-- when the batch held other feedbacks too (claim_size > 1): the death is not yet its own, and bisection will
+-- tell. A death with the row alone stays counted, and adds to `crashes`.
 WITH gate AS (
     SELECT coalesce((SELECT r.running FROM job_configs c, reactor.read_job_config(c.config::text) r
                       WHERE c.key = %(key)b ORDER BY c.id LIMIT 1), true) AS running
 ), picked AS (
-    SELECT q.ctid AS row_id
+    SELECT q.ctid AS row_id, q.feedback_id
       FROM reactor.queue q, gate
      WHERE gate.running
        AND q.not_before <= now()
        AND (q.claimed_until IS NULL OR q.claimed_until < now())
        AND (NOT %(crashed_only)b OR q.claimed_by IS NOT NULL)
+       AND (NOT %(fresh_only)b OR q.claimed_by IS NULL)
        AND NOT EXISTS (SELECT 1 FROM reactor.queue o
                         WHERE o.feedback_id = q.feedback_id AND o.claimed_by IS NOT NULL
                           AND o.claimed_until >= now())
@@ -132,10 +137,11 @@ WITH gate AS (
 UPDATE reactor.queue q
    SET claimed_by = %(token)b,
        claimed_until = now() + make_interval(secs => %(lease)b),
-       attempts = q.attempts + 1,
-       claim_size = (SELECT count(*) FROM picked)
+       attempts = q.attempts + CASE WHEN q.claimed_by IS NOT NULL AND coalesce(q.claim_size, 1) > 1 THEN 0 ELSE 1 END,
+       crashes = q.crashes + CASE WHEN q.claimed_by IS NOT NULL AND coalesce(q.claim_size, 1) = 1 THEN 1 ELSE 0 END,
+       claim_size = (SELECT count(DISTINCT feedback_id) FROM picked)
  WHERE q.ctid = ANY (ARRAY(SELECT row_id FROM picked))
-RETURNING q.id, q.feedback_id, q.op, q.attempts, q.enqueued_at, q.last_error;
+RETURNING q.id, q.feedback_id, q.op, q.attempts, q.enqueued_at, q.last_error, q.crashes;
 
 -- name: read_feedbacks
 SELECT id, text FROM feedbacks WHERE id = ANY(%(ids)b);
@@ -246,9 +252,10 @@ WITH gone AS (
      WHERE q.id = t.id AND q.claimed_by = %(token)b
     RETURNING q.id, q.feedback_id, q.op, q.attempts, q.enqueued_at, t.error
 )
-INSERT INTO reactor.failed (queue_id, feedback_id, op, attempts, error, enqueued_at)
-SELECT id, feedback_id, op, attempts, error, enqueued_at FROM gone
-ON CONFLICT (queue_id) DO UPDATE SET attempts = excluded.attempts, error = excluded.error, failed_at = now();
+INSERT INTO reactor.failed (queue_id, feedback_id, op, attempts, error, enqueued_at, cause)
+SELECT id, feedback_id, op, attempts, error, enqueued_at, %(cause)s::text FROM gone
+ON CONFLICT (queue_id) DO UPDATE
+   SET attempts = excluded.attempts, error = excluded.error, cause = excluded.cause, failed_at = now();
 
 -- name: outbox_upsert
 INSERT INTO reactor.outbox (index_kind, doc_id, action)
@@ -461,7 +468,7 @@ SELECT (SELECT to_jsonb(f) FROM feedbacks f WHERE f.id = %(id)s)                
 
 -- name: failed_rows
 -- `reactor failed`: feedback rows parked after max_attempts, newest first.
-SELECT feedback_id, op, attempts, error, enqueued_at, failed_at
+SELECT feedback_id, op, attempts, cause, error, enqueued_at, failed_at
   FROM reactor.failed ORDER BY failed_at DESC, queue_id DESC LIMIT %(limit)s;
 
 -- name: parked_documents
@@ -470,7 +477,8 @@ SELECT index_kind, doc_id, action, attempts, last_error, parked_at
   FROM reactor.outbox WHERE parked_at IS NOT NULL ORDER BY parked_at DESC, id DESC LIMIT %(limit)s;
 
 -- name: failed_totals
-SELECT (SELECT count(*) FROM reactor.failed), (SELECT count(*) FROM reactor.outbox WHERE parked_at IS NOT NULL);
+SELECT (SELECT count(*) FROM reactor.failed), (SELECT count(*) FROM reactor.outbox WHERE parked_at IS NOT NULL),
+       (SELECT count(*) FROM reactor.failed WHERE cause = 'crash');
 
 -- name: prune_jobs
 -- Retention: one small batch of this reactor's finished `jobs` rows older than `days`, with their

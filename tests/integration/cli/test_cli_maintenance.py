@@ -90,16 +90,21 @@ def test_show_tells_one_rows_story(pg_url: str) -> None:
 def test_show_queue_parked_and_search_states(pg_url: str) -> None:
     execute(
         pg_url,
-        "INSERT INTO reactor.queue (feedback_id, op, attempts, last_error) VALUES (77, 'upsert', 2, 'model crashed')",
+        "INSERT INTO reactor.queue (feedback_id, op, attempts, last_error, crashes)"
+        " VALUES (77, 'upsert', 2, 'model crashed', 1)",
         "INSERT INTO reactor.failed (queue_id, feedback_id, op, attempts, error, enqueued_at)"
         " VALUES (-5, 77, 'upsert', 5, 'text too long', now())",
+        "INSERT INTO reactor.failed (queue_id, feedback_id, op, attempts, error, enqueued_at, cause)"
+        " VALUES (-6, 77, 'upsert', 3, 'killed the process each of the 2 times it ran alone', now(), 'crash')",
         "INSERT INTO reactor.outbox (index_kind, doc_id, action, attempts, last_error, parked_at)"
         " VALUES ('feedback', '77', 'index', 3, 'mapper_parsing_exception', now())",
     )
     out = invoke(pg_url, "show", "77").stdout
     assert "feedback 77: the row no longer exists" in out and "analysis: none yet" in out
     assert "queue: upsert waiting, attempt 2" in out and "last error: model crashed" in out
-    assert "parked: upsert after 5 attempts" in out and "text too long" in out
+    assert "its batch died with it alone 1x" in out
+    assert "parked (error): upsert after 5 attempts" in out and "text too long" in out
+    assert "parked (killed the process): upsert after 3 attempts" in out
     assert "search document: parked at" in out and "mapper_parsing_exception" in out
     missing = invoke(pg_url, "show", "123456")
     assert missing.exit_code == 1 and "not found" in missing.output
@@ -118,19 +123,25 @@ def test_failed_lists_parked_rows_and_documents(pg_url: str) -> None:
     execute(
         pg_url,
         "INSERT INTO reactor.failed (queue_id, feedback_id, op, attempts, error, enqueued_at) VALUES"
-        " (-1, 11, 'upsert', 5, 'tokenizer exploded', now()), (-2, 12, 'upsert', 5, 'boom', now())",
+        " (-1, 11, 'upsert', 5, 'tokenizer exploded', now())",
+        "INSERT INTO reactor.failed (queue_id, feedback_id, op, attempts, error, enqueued_at, cause) VALUES"
+        " (-2, 12, 'upsert', 6, 'killed the process each of the 5 times it ran alone', now() - interval '1 s',"
+        " 'crash')",
         "INSERT INTO reactor.outbox (index_kind, doc_id, action, attempts, last_error, parked_at) VALUES"
         " ('word', 'hello', 'index', 3, 'illegal_argument_exception', now()),"
         " ('feedback', '13', 'index', 0, NULL, NULL)",
     )
     out = invoke(pg_url, "failed").stdout
-    assert "parked feedback rows: 2" in out and "feedback 11 (upsert, 5 attempts" in out and "tokenizer exploded" in out
+    assert "parked feedback rows: 2 (1 killed the process, 1 failed)" in out
+    assert "feedback 11 (error; upsert, 5 attempts" in out and "tokenizer exploded" in out
+    assert "feedback 12 (killed the process; upsert, 6 attempts" in out
     assert "parked search documents: 1" in out and "word hello" in out and "illegal_argument_exception" in out
     assert "reactor retry-failed" in out
     limited = invoke(pg_url, "failed", "--limit", "1").stdout
-    assert "parked feedback rows: 2 (newest 1)" in limited
+    assert "parked feedback rows: 2 (1 killed the process, 1 failed), newest 1 below" in limited
     doc = json.loads(invoke(pg_url, "failed", "--json").stdout)
-    assert doc["rows_total"] == 2 and doc["documents_total"] == 1
+    assert doc["rows_total"] == 2 and doc["rows_crashed"] == 1 and doc["documents_total"] == 1
+    assert {r["feedback_id"]: r["cause"] for r in doc["rows"]} == {11: "error", 12: "crash"}
     assert {r["feedback_id"] for r in doc["rows"]} == {11, 12} and doc["documents"][0]["error"].startswith("illegal")
 
 

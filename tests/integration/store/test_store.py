@@ -97,7 +97,8 @@ def test_a_feedback_leased_by_one_batch_is_left_alone_by_the_next(pg_url):
 
 def _claim_in_open_transaction(conn: psycopg.Connection, token: str) -> Claim:
     """The claim's statements in a transaction the caller commits later (its lease stays invisible till then)."""
-    params = {"key": "feedback_analysis", "n": 10, "token": token, "lease": 30, "crashed_only": False}
+    params = {"key": "feedback_analysis", "n": 10, "token": token, "lease": 30}
+    params |= {"crashed_only": False, "fresh_only": False}
     rows = [QueueRow(*r) for r in conn.execute(q("claim"), params).fetchall()]
     fids = sorted({r.feedback_id for r in rows})
     texts = dict(conn.execute(q("read_feedbacks"), {"ids": fids}).fetchall())
@@ -203,7 +204,7 @@ def lock_waiters(url: str) -> int:
 
 
 def test_a_crashed_batch_is_claimed_again_in_halves(pg_url):
-    insert(pg_url, [f"row {i}" for i in range(10)] + [f"fresh {i}" for i in range(5)])
+    insert(pg_url, [f"row {i}" for i in range(10)])  # with fresh rows too: test_crash_bisection.py
 
     async def go(store: PgStore) -> list[int]:
         sizes = []
