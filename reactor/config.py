@@ -18,17 +18,11 @@ import orjson
 
 from reactor import logs
 from reactor.enrich import DEFAULT_MAX_TEXT_BYTES
+from reactor.errors import ConfigError, InvalidSetting
+from reactor.sinks.endpoint import register_secrets  # user and password inside OPENSEARCH_ENDPOINT
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 T = TypeVar("T")
-
-
-class ConfigError(Exception):
-    """Configuration that cannot work; the message says what to fix."""
-
-
-class InvalidSetting(ConfigError):
-    """A value the operator wrote wrong: retrying cannot help (the CLI exits 2, like a bad option)."""
 
 
 @dataclass(frozen=True)
@@ -201,8 +195,6 @@ def load(environ: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Se
             env.setdefault(key, value)
     logs.register_secret(env.get("OPENSEARCH_PASS"))  # the URLs' passwords: _url and register_secrets below
     database_url, listen_url = (_url(env, name) for name in ("DATABASE_URL", "REACTOR_LISTEN_URL"))
-    from reactor.sinks.endpoint import register_secrets  # user and password inside OPENSEARCH_ENDPOINT
-
     register_secrets(env.get("OPENSEARCH_ENDPOINT"))
     return Settings(
         env=stage,

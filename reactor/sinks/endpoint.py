@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from reactor import logs
-from reactor.config import ConfigError
+from reactor.errors import ConfigError
 
 _USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<info>[^\s]*)@", re.I)
 
