@@ -7,7 +7,7 @@ TEST_WORKERS ?= 2
 REACTOR := $(VENV)/bin/reactor
 MODELS ?= fixtures/tiny-models
 
-.PHONY: help install install-runtime sql models fixtures demo test test-fast lint format bench bench-plumbing bench-nlp bench-e2e bench-writers bench-capture opensearch-start opensearch-stop clean
+.PHONY: help install install-runtime sql models fixtures demo test test-fast lint format bench bench-plumbing bench-nlp bench-e2e bench-writers bench-capture bench-pipeline opensearch-start opensearch-stop clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -62,6 +62,9 @@ format: install
 
 bench-plumbing: install  ## latency p50/p99 and rows/s with the stand-in model
 	$(PY) scripts/bench_plumbing.py
+
+bench-pipeline: install  ## K=2 batches in flight vs the serial loop, stand-in latency = claim + complete (~1 min)
+	$(PY) scripts/bench_pipeline.py
 
 bench-nlp: install  ## model throughput: transformers pipeline vs ONNX fp32/int8/int8-static (full-size random models)
 	$(PY) scripts/bench_nlp.py --size full --texts 32 --baseline-texts 8  # first run builds the full random models (~15 min)

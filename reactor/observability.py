@@ -25,7 +25,7 @@ from reactor import logs
 
 if TYPE_CHECKING:
     from reactor.batch import Claim, Outcome
-    from reactor.enrich import Enricher
+    from reactor.enrich import Enricher, Timings
 
 log = logging.getLogger("reactor.http")
 batch_log = logging.getLogger("reactor.worker")
@@ -124,12 +124,18 @@ OUTCOMES = ("analysed", "deleted", "reindexed", "retried", "parked", "stale")
 
 
 def report_batch(
-    metrics: Metrics, claim: Claim, out: Outcome, phases: tuple[float, float, float], enricher: Enricher
+    metrics: Metrics,
+    claim: Claim,
+    out: Outcome,
+    phases: tuple[float, float, float],
+    enricher: Enricher,
+    timings: Timings | None = None,
 ) -> None:
-    """Metrics and the log line of one completed batch; rows that failed get a WARNING with their errors."""
+    """Metrics and the log line of one completed batch; rows that failed get a WARNING with their errors.
+    `timings`: this batch's model times (default: the enricher's last call's, right only when serial)."""
     now = time.time()
     lat = [now - t.timestamp() for t in claim.enqueued_at.values()]
-    timings = enricher.last_timings
+    timings = timings or enricher.last_timings
     metrics.batches.inc()
     metrics.batch_seconds.observe(sum(phases))
     for outcome in OUTCOMES:

@@ -2,12 +2,16 @@
 
 Deliberately dumb: `InMemoryStore` replays scripted claims and records what the loop asked for; it does not
 imitate the SQL (claim ordering, leases, deltas stay tested against PostgreSQL in tests/integration).
+Interleavings are forced, not timed: `InMemoryStore.hold` makes a store call wait for the test, and
+`HeldSentiment` makes each model call wait until the test lets it return.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
+import threading
 from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,6 +21,7 @@ from typing import Any
 from reactor.batch import Claim, ClaimResult, Outcome, QueueRow
 from reactor.control import JobConfig
 from reactor.enrich import Analysis, ItemError, Result
+from reactor.nlp.standin import StandInSentiment
 from reactor.ports import ListenHandler
 from reactor.store import Gauges
 
@@ -46,6 +51,9 @@ class InMemoryStore:
     errors: dict[str, deque[BaseException]] = field(default_factory=lambda: defaultdict(deque))
     armed: bool = False
     complete_hook: Any = None  # optional callable(claim, results) run inside complete (raise to fail it)
+    holds: dict[tuple[str, int], asyncio.Event] = field(default_factory=dict)  # (name, nth call) -> go-ahead
+    outstanding: set[str] = field(default_factory=set)  # tokens claimed and not completed or released yet
+    most_outstanding: int = 0  # the most claims ever outstanding at once
 
     def script(self, *claims: Claim | ClaimResult) -> None:
         for c in claims:
@@ -54,8 +62,22 @@ class InMemoryStore:
     def fail(self, name: str, exc: BaseException, times: int = 1) -> None:
         self.errors[name].extend([exc] * times)
 
+    def hold(self, name: str, call: int | None = None) -> asyncio.Event:
+        """The `call`-th call of `name` (1-based; default: the next one) is recorded, then waits until the test
+        sets the returned event. A held claim reads the config (the stop gate) only once let go, as the claim's
+        statement would if it ran after a stop committed."""
+        event = asyncio.Event()
+        self.holds[(name, call or self.count(name) + 1)] = event
+        return event
+
     def count(self, name: str) -> int:
         return self.calls.count(name)
+
+    async def _held(self, name: str) -> None:
+        self._call(name)
+        event = self.holds.pop((name, self.count(name)), None)
+        if event is not None:
+            await event.wait()
 
     def _call(self, name: str) -> None:
         self.calls.append(name)
@@ -111,25 +133,32 @@ class InMemoryStore:
             asyncio.get_running_loop().call_soon(self.echo.on_work, payload)
 
     async def claim(self, *, token: str, limit: int, lease_s: float, max_attempts: int) -> ClaimResult:
-        self._call("claim")
+        await self._held("claim")
         if not self.config.run_next_job or not self.claims:
             return ClaimResult()
-        return self.claims.popleft()
+        result = self.claims.popleft()
+        if result.claim is None:
+            return result
+        self.outstanding.add(token)
+        self.most_outstanding = max(self.most_outstanding, len(self.outstanding))
+        return ClaimResult(dataclasses.replace(result.claim, token=token), result.parked)  # the token asked for
 
     async def extend_lease(self, token: str, lease_s: float) -> None:
         self._call("extend_lease")
         self.leases.append(token)
 
     async def release(self, claim: Claim) -> None:
-        self._call("release")
+        await self._held("release")
+        self.outstanding.discard(claim.token)
         self.released.append(claim)
 
     async def complete(
         self, claim: Claim, results: Sequence[Result], *, max_attempts: int, retry_base_s: float = 1.0
     ) -> Outcome:
-        self._call("complete")
+        await self._held("complete")
         if self.complete_hook is not None:
             self.complete_hook(claim, list(results))
+        self.outstanding.discard(claim.token)
         self.completes.append((claim, list(results)))
         failed = [r for r in results if isinstance(r, ItemError)]
         return Outcome(
@@ -161,3 +190,28 @@ class FakeListener:
     def control(self, payload: str) -> None:
         assert self.handler is not None, "the reactor has not started listening"
         self.handler.on_control(payload)
+
+
+class HeldSentiment(StandInSentiment):
+    """The stand-in sentiment model whose every batch waits on the model thread until the test lets it go:
+    `started` lists each call's texts as it begins, `go()` lets the oldest waiting call return, `open()` lets
+    every call through from now on (call it before the test ends: a held thread would keep the process up)."""
+
+    def __init__(self) -> None:
+        self.started: list[list[str]] = []
+        self._turns = threading.Semaphore(0)
+        self._open = False
+
+    def predict(self, texts: Sequence[str]) -> list[tuple[str, float]]:
+        if list(texts) != ["warm up"]:
+            self.started.append(list(texts))
+            if not self._open:
+                self._turns.acquire()
+        return super().predict(texts)
+
+    def go(self, calls: int = 1) -> None:
+        self._turns.release(calls)
+
+    def open(self) -> None:
+        self._open = True
+        self._turns.release(1000)

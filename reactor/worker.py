@@ -1,41 +1,41 @@
-"""The reactor loop: wake-up → claim → enrich (worker thread) → complete, obeying job_configs.
+"""The reactor loop: wake-up → drain (claim → enrich → complete, pipelined) → sleep, obeying job_configs.
 
-Exactly-once effects come from the store's `complete`; this module decides *when* to claim, keeps leases alive
-while models run, reacts to control messages, retries transient database failures and shuts down gracefully
-(finish the batch in flight, or give it back after the grace period). It holds no pool and runs no SQL: the
-store, listener and sink are injected (`reactor.ports`), so the loop is tested in-process (`reactor.testing`).
+Exactly-once effects come from the store's `complete`; this module is the loop's policy: it decides *when* to
+claim (the gate: not stopping, not paused), reacts to control messages, backs off from database failures and
+shuts down gracefully (finish the batches in flight, or give them back after the grace period). The batch
+plumbing (K batches in flight, the model thread, leases, retries of a transaction) is `reactor.pipeline`. It
+holds no pool and runs no SQL: the store, listener and sink are injected (`reactor.ports`), so the loop is
+tested in-process (`reactor.testing`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TypeVar
 
 import psycopg
 
 from reactor import backoff, logs
-from reactor.batch import Claim, Outcome
+from reactor.batch import Claim
 from reactor.batching import sleep_unless
 from reactor.control import JobConfig
 from reactor.db import TRANSIENT
-from reactor.enrich import Enricher, ItemError, Result
+from reactor.enrich import Enricher
 from reactor.housekeeping import Housekeeping
-from reactor.observability import Metrics, judge_health, report_batch, serve
+from reactor.observability import Metrics, judge_health, serve
+from reactor.pipeline import Pipeline, depth_for
 from reactor.ports import Listener, Sink, Store
 from reactor.store import SchemaMissing
 from reactor.wakeup import Doorbell
 
 log = logging.getLogger("reactor.worker")
-T = TypeVar("T")
 
 
 @dataclass
@@ -53,6 +53,7 @@ class Options:
     pool_size: int = 4
     http: socket.socket | None = None  # /health and /metrics, bound by observability.bind_http at start
     stall_s: float = 120.0  # /health says DOWN when ready rows wait this long with no progress
+    in_flight: int = 0  # batches in flight at once (reactor.pipeline); 0: 2 on CUDA, 1 (serial) on CPU
 
 
 def new_worker_id() -> str:
@@ -80,8 +81,6 @@ class Reactor:
         self.doorbell = doorbell or Doorbell(store)
         self.config = JobConfig()
         self.stop_event = asyncio.Event()
-        self.stop_deadline: float | None = None
-        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="enrich")
         self.housekeeping = Housekeeping(
             store,
             listener,
@@ -91,23 +90,43 @@ class Reactor:
             heartbeat_s=self.opt.heartbeat_s,
             prune_s=self.opt.prune_s,
         )
-        self.in_flight: Claim | None = None
-        self.model_call_running = False  # true while a model call runs (SIGTERM past the grace period leaves it)
-        self.batches = self.rows = self.parked = 0
-        self.last_batch_at: float | None = None
+        self.pipeline = Pipeline(
+            store,
+            enricher,
+            self.metrics,
+            worker_id=worker_id,
+            depth=depth_for(enricher, self.opt.in_flight),
+            lease_s=self.opt.lease_s,
+            retry_base_s=self.opt.retry_base_s,
+            db_retry_base_s=self.opt.db_retry_base_s,
+            stop=self.stop_event,
+            on_claimed=self.doorbell.disarm,  # busy now: writers need not wake us
+            on_completed=self.sink.wake if self.sink is not None else lambda: None,
+        )
         self._background: set[asyncio.Task[None]] = set()
-        self._skipped_labels: dict[str, str] = {}
-        self._seq = 0
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
     def request_stop(self, reason: str = "signal") -> None:
-        """SIGTERM/SIGINT: stop claiming, let the batch in flight finish within the grace period."""
+        """SIGTERM/SIGINT: stop claiming, let the batches in flight finish within the grace period."""
         if not self.stop_event.is_set():
-            logs.event(log, "reactor.stopping", reason=reason, in_flight=bool(self.in_flight), grace_s=self.opt.grace_s)
-            self.stop_deadline = time.monotonic() + self.opt.grace_s
+            logs.event(log, "reactor.stopping", reason=reason, in_flight=len(self.in_flight), grace_s=self.opt.grace_s)
+            self.pipeline.deadline = time.monotonic() + self.opt.grace_s
             self.stop_event.set()
             self.doorbell.kick()
+
+    @property
+    def in_flight(self) -> list[Claim]:
+        """The batches claimed and not yet completed or given back (at most the pipeline's depth)."""
+        return list(self.pipeline.in_flight.values())
+
+    @property
+    def model_call_running(self) -> bool:
+        return self.pipeline.model_call_running
+
+    batches = property(lambda self: self.pipeline.batches, doc="Batches completed")
+    rows = property(lambda self: self.pipeline.rows, doc="Queue rows of the batches completed")
+    parked = property(lambda self: self.pipeline.parked, doc="Rows parked (max_attempts used up)")
 
     @property
     def state(self) -> str:
@@ -116,7 +135,7 @@ class Reactor:
         return "running" if self.config.run_next_job else "paused"
 
     async def run(self) -> int:
-        await asyncio.get_running_loop().run_in_executor(self.executor, self.enricher.warm_up)
+        await self.pipeline.warm_up()
         await self.store.open()
         await self._reload_quietly(source="start")  # obey job_configs from the first claim on
         self.doorbell.kick()  # catch-up pass at start
@@ -136,6 +155,7 @@ class Reactor:
             lease_s=self.opt.lease_s,
             poll_s=self.opt.poll_s,
             max_wait_ms=self.opt.max_wait_ms,
+            batches_in_flight=self.pipeline.depth,
         )
         try:
             await self._loop()
@@ -147,8 +167,9 @@ class Reactor:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.store.worker_gone(), 2)
             await self.store.close()
-            self.executor.shutdown(wait=False, cancel_futures=True)
-            logs.event(log, "reactor.stopped", worker=self.id, batches=self.batches, rows=self.rows, parked=self.parked)
+            self.pipeline.close()
+            p = self.pipeline
+            logs.event(log, "reactor.stopped", worker=self.id, batches=p.batches, rows=p.rows, parked=p.parked)
         return 0
 
     # --- the loop ---------------------------------------------------------------------------------------
@@ -187,7 +208,6 @@ class Reactor:
                 failures += 1
                 self.metrics.failures.labels("unexpected").inc()
                 log.exception("reactor.unexpected_error", extra={"fields": {"error": logs.redact(repr(exc))}})
-                self.in_flight = None
                 await sleep_unless(self.stop_event, backoff.delay(failures, base=1.0, cap=30.0))
                 reason = "kick"
         with contextlib.suppress(*TRANSIENT, psycopg.errors.UndefinedTable):
@@ -195,152 +215,11 @@ class Reactor:
 
     async def _drain(self) -> int:
         """Claim and process batches until no row is ready (or we are paused/stopping); rows handled."""
-        handled = 0
-        while not self.stop_event.is_set() and self.config.run_next_job:
-            rows, parked = await self._one_batch(self.config)
-            if rows:
-                await self.doorbell.disarm()  # busy now: writers need not wake us
-            handled += rows + parked
-            if not rows and not parked:
-                break
-        return handled
+        return await self.pipeline.drain(self._gate)
 
-    async def _one_batch(self, cfg: JobConfig) -> tuple[int, int]:
-        """One claim → enrich → complete; returns (rows processed, rows parked by the claim as exhausted)."""
-        self._seq += 1
-        t0 = time.monotonic()
-        result = await self.store.claim(
-            token=f"{self.id}:{self._seq}",
-            limit=cfg.batch_size,
-            lease_s=self.opt.lease_s,
-            max_attempts=cfg.max_attempts,
-        )
-        if result.parked:
-            self.parked += result.parked
-            self.metrics.rows.labels("parked").inc(result.parked)
-            logs.event(log, "rows.parked", logging.WARNING, rows=result.parked, reason="max_attempts used up")
-        claim = result.claim
-        if claim is None:
-            return 0, result.parked
-        self.in_flight = claim
-        t1 = time.monotonic()
-        results = await self._enrich(claim)
-        if results is None:  # shutdown grace elapsed: give the batch back untouched
-            await self._with_retries(lambda: self.store.release(claim))
-            self.in_flight = None
-            logs.event(log, "batch.released", job_id=claim.job_id, rows=claim.size)
-            self.stop_event.set()
-            return 0, result.parked
-        t2 = time.monotonic()
-        self._report_skipped_labels()
-        try:
-            outcome = await self._complete(claim, results, cfg)
-        except TRANSIENT:
-            raise
-        except psycopg.Error as exc:  # e.g. a value the database rejects: isolate the row that causes it
-            logs.event(
-                log,
-                "batch.complete_failed",
-                logging.WARNING,
-                job_id=claim.job_id,
-                error=logs.redact(str(exc)),
-                action="storing results one feedback at a time",
-            )
-            outcome = await self._complete_singly(claim, results, cfg)
-        self.in_flight = None
-        self._account(claim, outcome, (t1 - t0, t2 - t1, time.monotonic() - t2))
-        if self.sink is not None:
-            self.sink.wake()
-        return claim.size, result.parked
-
-    async def _complete(self, claim: Claim, results: list[Result], cfg: JobConfig) -> Outcome:
-        return await self._with_retries(
-            lambda: self.store.complete(
-                claim, results, max_attempts=cfg.max_attempts, retry_base_s=self.opt.retry_base_s
-            )
-        )
-
-    async def _complete_singly(self, claim: Claim, results: list[Result], cfg: JobConfig) -> Outcome:
-        """One transaction per feedback; a result the database refuses becomes that row's error (retry, then
-        park) while its neighbours commit normally."""
-        by_id = {r.feedback_id: r for r in results}
-        total = Outcome()
-        for fid in claim.feedback_ids:
-            part = claim.only({fid})
-            mine = [by_id[fid]] if fid in by_id else []
-            try:
-                total += await self._complete(part, mine, cfg)
-            except TRANSIENT:
-                raise
-            except psycopg.Error as exc:
-                error = ItemError(fid, f"could not store the result: {logs.redact(str(exc)).strip()}"[:2000])
-                total += await self._complete(part, [error], cfg)
-        return total
-
-    def _past_deadline(self) -> bool:
-        return self.stop_deadline is not None and time.monotonic() > self.stop_deadline
-
-    async def _enrich(self, claim: Claim) -> list[Result] | None:
-        """Run the models in the worker thread, extending the lease meanwhile; None if shutdown gave up."""
-        future = asyncio.get_running_loop().run_in_executor(self.executor, self._call_models, claim)
-        next_extend = time.monotonic() + self.opt.lease_s / 3
-        stopping = asyncio.ensure_future(self.stop_event.wait())
-        try:
-            while True:
-                timeout = max(0.0, next_extend - time.monotonic())
-                if self.stop_deadline is not None:
-                    timeout = min(timeout, max(0.0, self.stop_deadline - time.monotonic()))
-                waiters = {future} if stopping.done() else {future, stopping}  # a stop wakes the wait once
-                done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-                if future in done:
-                    return future.result()
-                if self._past_deadline():
-                    return None
-                if time.monotonic() >= next_extend:
-                    next_extend = time.monotonic() + self.opt.lease_s / 3
-                    with contextlib.suppress(*TRANSIENT):
-                        await asyncio.wait_for(self.store.extend_lease(claim.token, self.opt.lease_s), 5)
-        finally:
-            stopping.cancel()
-
-    def _call_models(self, claim: Claim) -> list[Result]:
-        self.model_call_running = True
-        try:
-            return self.enricher.enrich(claim.items, claim.labels)
-        finally:
-            self.model_call_running = False
-
-    def _report_skipped_labels(self) -> None:
-        """Topic labels the zero-shot model cannot score are left out (the others keep working): say so once
-        per change of that set, and keep /metrics current."""
-        skipped = dict(self.enricher.skipped_labels)
-        self.metrics.topics_skipped.set(len(skipped))
-        if skipped != self._skipped_labels:
-            self._skipped_labels = skipped
-            if skipped:
-                logs.event(log, "topics.skipped", logging.WARNING, labels=skipped, hint="shorten these topic labels")
-
-    async def _with_retries(self, action: Callable[[], Awaitable[T]], attempts: int = 6) -> T:
-        """Run a transaction, retrying transient failures (the work is idempotent by construction)."""
-        for n in range(1, attempts + 1):
-            try:
-                return await action()
-            except TRANSIENT as exc:
-                if n == attempts:
-                    raise
-                delay = backoff.delay(n, base=self.opt.db_retry_base_s, cap=10.0)
-                logs.event(
-                    log, "reactor.retry", logging.WARNING, error=logs.redact(str(exc)), attempt=n, retry_in_s=delay
-                )
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
-
-    def _account(self, claim: Claim, out: Outcome, phases: tuple[float, float, float]) -> None:
-        self.batches += 1
-        self.rows += claim.size
-        self.parked += out.parked
-        self.last_batch_at = time.monotonic()
-        report_batch(self.metrics, claim, out, phases, self.enricher)
+    def _gate(self) -> JobConfig | None:
+        """Asked before every claim: the config to claim with, None once stopping or paused (no claim then)."""
+        return None if self.stop_event.is_set() or not self.config.run_next_job else self.config
 
     # --- listener callbacks (ports.ListenHandler) ----------------------------------------------------------
 
@@ -386,7 +265,7 @@ class Reactor:
             if problem not in old.problems:
                 logs.event(log, "control.invalid_config", logging.WARNING, problem=problem, keeps="last valid value")
         for name, fields in old.changes(cfg):
-            logs.event(log, name, source=source, latency_ms=latency_ms, in_flight=bool(self.in_flight), **fields)
+            logs.event(log, name, source=source, latency_ms=latency_ms, in_flight=len(self.in_flight), **fields)
         if old.run_next_job != cfg.run_next_job:
             self.housekeeping.beat_now()
             if cfg.run_next_job:
@@ -409,7 +288,11 @@ class Reactor:
             listening=self.listener.connected.is_set(),
             state=self.state,
             waited_s=self.housekeeping.oldest_ready_s,
-            last_batch_at=self.last_batch_at,
+            last_batch_at=self.pipeline.last_batch_at,
             stall_s=self.opt.stall_s,
-            info={"worker": self.id, "notifications": self.doorbell.notifications_ok},
+            info={
+                "worker": self.id,
+                "notifications": self.doorbell.notifications_ok,
+                "batches_in_flight": len(self.pipeline.in_flight),
+            },
         )

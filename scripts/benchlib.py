@@ -88,11 +88,19 @@ def set_config(url: str, **values: object) -> None:
 
 
 def start_reactor(
-    url: str, *args: str, log: Path | None = None, level: str = "WARNING", timeout: float = 120
+    url: str,
+    *args: str,
+    log: Path | None = None,
+    level: str = "WARNING",
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """`reactor listen --models stand-in` on `url`; returns once it registered in reactor.workers (ready)."""
+    """`reactor listen --models stand-in` on `url`; returns once it registered in reactor.workers (ready).
+    `env`: variables set for it on top (e.g. REACTOR_STANDIN_DELAY_MS; other REACTOR_* ones are dropped)."""
+    extra = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REACTOR_", "OPENSEARCH_"))}
     env.update(DATABASE_URL=url, REACTOR_MODELS="stand-in", REACTOR_ENV="local", REACTOR_LOG_LEVEL=level)
+    env.update(extra)
     env["REACTOR_DOTENV"] = "/nonexistent"
     log_file = log.open("ab") if log else None
     proc = subprocess.Popen(

@@ -66,7 +66,18 @@ log = logging.getLogger("reactor.cli")
     type=SECONDS,
     default=DEFAULTS.grace_s,
     show_default=True,
-    help="On SIGTERM/SIGINT, seconds to finish the batch in flight before giving it back.",
+    help="On SIGTERM/SIGINT, seconds to finish the batches in flight before giving them back.",
+)
+@click.option(
+    "--batches-in-flight",
+    "in_flight",
+    metavar="K",
+    type=click.IntRange(min=0, max=16),
+    default=DEFAULTS.in_flight,
+    show_default=True,
+    help="Batches in flight at once: while one is on the model, the next is claimed and the previous one "
+    "completes, so the model need not wait for PostgreSQL. 1 is the serial loop; 0 (auto): 2 when the models "
+    "run on CUDA, 1 on CPU (the model and PostgreSQL share the cores there).",
 )
 @click.option("--exit-when-idle", is_flag=True, help="Exit once the queue is empty (demos and one-off catch-up).")
 @click.option("--no-opensearch", is_flag=True, help="Do not index into OpenSearch even if OPENSEARCH_ENDPOINT is set.")
@@ -83,6 +94,7 @@ def listen(
     poll_interval: float,
     lease_s: float,
     grace_s: float,
+    in_flight: int,
     exit_when_idle: bool,
     no_opensearch: bool,
     http: str | None,
@@ -90,7 +102,7 @@ def listen(
     """Run the reactor daemon: LISTEN for new feedback, analyse it, write results back.
 
     Order at start: the --http address is bound, settings are checked, the database is reached, then the
-    models load; a problem with any of them stops it with one line. SIGTERM finishes the batch in flight.
+    models load; a problem with any of them stops it with one line. SIGTERM finishes the batches in flight.
 
     \b
     Example:
@@ -123,13 +135,14 @@ def listen(
         poll_s=poll_interval,
         lease_s=lease_s,
         grace_s=grace_s,
+        in_flight=in_flight,
         exit_when_idle=exit_when_idle,
         http=http_socket,
         retry_base_s=DEFAULTS.retry_base_s if settings.retry_base_s is None else settings.retry_base_s,
     )
     reactor = build_reactor(settings, url, enricher, options)
     code = asyncio.run(_serve(reactor))
-    if reactor.model_call_running:  # SIGTERM past the grace period: the batch was given back, don't wait for it
+    if reactor.model_call_running:  # SIGTERM past the grace period: the batches were given back, don't wait
         logs.event(log, "reactor.exit_abandoning_model_call", logging.WARNING, grace_s=options.grace_s)
         logging.shutdown()
         os._exit(code)

@@ -28,6 +28,7 @@ UNREACHABLE = "postgresql://nobody@127.0.0.1:1/nowhere"  # a command that got pa
         (("listen", "--grace", "-1"), {}, "'--grace'"),
         (("listen", "--max-wait-ms", "abc"), {}, "'--max-wait-ms': 'abc' is not a valid float"),
         (("listen", "--poll-interval", "0"), {}, "'--poll-interval'"),
+        (("listen", "--batches-in-flight", "-1"), {}, "'--batches-in-flight': -1 is not in the range"),
         (("prune", "--days", "-1"), {}, "'--days'"),
         (("failed", "--limit", "0"), {}, "'--limit'"),
         (("show", "abc"), {}, "'abc' is not a valid integer"),

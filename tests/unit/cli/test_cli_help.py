@@ -65,6 +65,7 @@ def test_option_values_read_well() -> None:
     assert "--since YYYY-MM-DD[THH:MM]" in reprocess and "%Y" not in reprocess
     listen = CliRunner().invoke(main, ["listen", "--help"], terminal_width=100).output
     assert "--lease SECONDS" in listen and "--http HOST:PORT" in listen and "FLOAT RANGE" not in listen
+    assert "--batches-in-flight K" in listen and "INTEGER RANGE" not in listen
     top = CliRunner().invoke(main, ["--help"], terminal_width=100).output
     assert "--log-level LEVEL" in top
 

@@ -153,7 +153,7 @@ def test_sigterm_within_the_grace_period_finishes_the_batch():
         async with Harness(store, enricher=enricher, grace_s=5.0) as h:
             store.script(make_claim("a slow one finishes during shutdown"))
             h.listener.work()
-            await until(lambda: h.reactor.in_flight is not None)
+            await until(lambda: bool(h.reactor.in_flight))
             h.reactor.request_stop("test")
             await asyncio.wait_for(h.task, 3)
         assert len(store.completes) == 1 and not store.released
@@ -169,14 +169,14 @@ def test_waiting_out_the_grace_period_does_not_spin():
         store = InMemoryStore()
         async with Harness(store, enricher=Enricher(SlowSentiment(0.3), StandInZeroShot()), grace_s=5.0) as h:
             turns = 0
-            past_deadline = h.reactor._past_deadline
+            past_deadline = h.reactor.pipeline._past_deadline
 
             def counted() -> bool:
                 nonlocal turns
                 turns += 1
                 return past_deadline()
 
-            h.reactor._past_deadline = counted  # type: ignore[method-assign]
+            h.reactor.pipeline._past_deadline = counted  # type: ignore[method-assign]
             store.script(make_claim("a slow call outlives the stop request"))
             h.listener.work()
             await until(lambda: h.reactor.model_call_running)
