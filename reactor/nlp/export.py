@@ -2,22 +2,24 @@
 
 Needs the ``export`` extra (torch, transformers, optimum-onnx, onnx); the runtime
 (``reactor.nlp.onnx``) never does.  torch and transformers are imported only inside functions here.
-The PyTorch references live in ``reactor.nlp.parity``, the int8/fp16 conversions in ``reactor.nlp.quantize``.
+The PyTorch references live in ``reactor.nlp.parity``, the int8/fp16 conversions in ``reactor.nlp.quantize``,
+the graph fusion (attention, LayerNorm, GELU as single ORT kernels) in ``reactor.nlp.fusion``.
 
 Layout written under ``--out`` (default ``models_onnx/``)::
 
     models_onnx/
       sentiment/            DistilBERT-style sequence classifier
-        model.onnx          fp32, the exact default (parity vs PyTorch measured at export, <= 1e-4 or refused)
+        model.onnx          fp32, the exact default (parity vs PyTorch measured at export, <= 1e-4 or refused);
+                            the fused graph (fused operator counts in the manifest's ``graph``)
         model.int8.onnx     only with --quantize int8: dynamic int8 weights (CPU), recipe in the manifest
                             (``int8_config``); activation scales are computed per batch, so a text's scores
                             move with its batch neighbours
         model.int8-static.onnx  only with --quantize int8-static: int8 weights and activations with scales
                             calibrated at export on sample texts (CPU); batch-independent
-        model.fp16.onnx     only with --fp16: fp16 weights, fp32 inputs/outputs (CUDA)
+        model.fp16.onnx     only with --fp16: the fused graph in fp16, fp32 inputs/outputs (CUDA)
         tokenizer.json      the checkpoint's fast tokenizer (the runtime splits special tokens in text)
         config.json         the checkpoint's config (labels)
-        manifest.json       source, sha256 of files, opset, precisions with parity/drift, random_weights,
+        manifest.json       source, sha256 of files, opset, graph fusion, precisions with parity/drift, random_weights,
                             special-token template, max length, created_at, library versions
       zero-shot/            BART-MNLI-style NLI classifier, same files
 
@@ -41,9 +43,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from reactor.nlp import parity
+from reactor.nlp import fusion, parity
 from reactor.nlp import quantize as quant
 from reactor.nlp.catalog import DEFAULT_SHAPE, ZERO_SHOT_CHOICES
+from reactor.nlp.errors import ExportError
 from reactor.nlp.onnx import HYPOTHESIS_TEMPLATE, PRECISIONS, OnnxSentiment, OnnxZeroShot
 
 OPSET = 18  # optimum's recommended minimum for BART
@@ -51,13 +54,10 @@ FP32_TOLERANCE = 1e-4  # refuse to write a model whose fp32 scores differ more t
 DEFAULT_SENTIMENT = "distilbert-base-uncased-finetuned-sst-2-english"
 DEFAULT_ZERO_SHOT = ZERO_SHOT_CHOICES[DEFAULT_SHAPE].hub_id
 TASKS = ("sentiment", "zero-shot")
+UNFUSED = "model.unfused.onnx"  # the exporter's graph before fusion: staging only, never shipped
 CALIBRATION_TEXTS = 64  # generated feedback texts used when no --calibration-texts file is given
 
 Log = Callable[[str], None]
-
-
-class ExportError(Exception):
-    """Export can't proceed; the message says why and what to do (shown without a traceback)."""
 
 
 def _sha256(path: Path) -> str:
@@ -85,14 +85,19 @@ def _hub_reachable(timeout: float = 5.0) -> bool:
 def load_checkpoint(source: str) -> tuple[Any, Any]:
     """(model, tokenizer) in eval mode from a local checkpoint folder or a Hub id (cache, then network).
 
-    The tokenizer splits special tokens in user text, like the runtime; the model uses eager attention
-    and no KV cache so the exported graph is the plain classifier.
+    The tokenizer splits special tokens in user text, like the runtime; the model uses the attention
+    implementation whose trace ``reactor.nlp.fusion`` fuses (``fusion.ATTENTION``: SDPA for DistilBERT, eager
+    otherwise) and no KV cache, so the exported graph is the plain classifier.
     """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     def load(**kw: Any) -> tuple[Any, Any]:
         tok = AutoTokenizer.from_pretrained(source, split_special_tokens=True, **kw)
-        model = AutoModelForSequenceClassification.from_pretrained(source, attn_implementation="eager", **kw)
+        config = AutoConfig.from_pretrained(source, **kw)
+        attention = fusion.ATTENTION.get(config.model_type, "eager")
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source, config=config, attn_implementation=attention, **kw
+        )
         if hasattr(model.config, "use_cache"):
             model.config.use_cache = False
         return model.eval(), tok
@@ -166,6 +171,21 @@ def _onnx_export(model: Any, tokenizer: Any, dest: Path, log: Log) -> Path:
     return target
 
 
+def _fuse(src: Path, dst: Path, log: Log) -> dict[str, Any]:
+    """``reactor.nlp.fusion.fuse`` of the exported graph into ``dst`` (model.onnx), said in one log line."""
+    t0 = time.perf_counter()
+    graph = fusion.fuse(src, dst)
+    if not graph["applied"]:
+        shutil.copyfile(src, dst)
+        log(f"  graph not fused: {graph['why']}")
+        return graph
+    ops = graph["fused_operators"]
+    log(f"  fused in {time.perf_counter() - t0:.1f}s: {', '.join(f'{k} {v}' for k, v in ops.items()) or 'nothing'}")
+    if not any(ops.get(op) for op in fusion.FUSED_ATTENTION_OPS):
+        log("  WARNING: no attention block was fused (other library versions?): GPU throughput will suffer")
+    return graph
+
+
 def _versions() -> dict[str, str]:
     import importlib.metadata as md
 
@@ -213,12 +233,15 @@ def export_task(
     dest.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.staging-", dir=dest.parent))
     try:
-        _onnx_export(model, tokenizer, stage, log)
+        exported = _onnx_export(model, tokenizer, stage, log)
         tokenizer.backend_tokenizer.save(str(stage / "tokenizer.json"))
         model.config.to_json_file(str(stage / "config.json"))
+        unfused = exported.rename(stage / UNFUSED)  # the int8 files are quantized from it (see _check_and_convert)
+        manifest["graph"] = _fuse(unfused, exported, log)
         manifest["precisions"] = {}
         write_manifest(stage, manifest)
         _check_and_convert(task, model, tokenizer, stage, dest, manifest, kinds, fp16, calibration, log)
+        unfused.unlink()
         manifest["files"] = {
             p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size}
             for p in sorted(stage.iterdir())
@@ -246,7 +269,11 @@ def _check_and_convert(
     calibration: str | Path | None,
     log: Log,
 ) -> None:
-    """fp32 parity vs PyTorch (refuse above FP32_TOLERANCE), then each requested conversion with its drift."""
+    """fp32 parity vs PyTorch (refuse above FP32_TOLERANCE), then each requested conversion with its drift.
+
+    model.onnx (fp32) and model.fp16.onnx are the fused graph; the int8 files are quantized from the unfused
+    export (``UNFUSED``), as before fusion existed: the same files, and the int8 recipe search found no fused
+    variant faster on CPU (BENCHMARKS.md §2.1; ``quantize.INT8_CANDIDATES`` "*-fusion")."""
     texts = parity.probe_texts()
     labels = list(parity.PROBE_LABELS)
     t0 = time.perf_counter()
@@ -276,14 +303,14 @@ def _check_and_convert(
         t0 = time.perf_counter()
         if kind == "int8":
             name = quant.SHIPPED_INT8[task]
-            quant.quantize_int8(stage / PRECISIONS["fp32"], stage / PRECISIONS[kind], name)
+            quant.quantize_int8(stage / UNFUSED, stage / PRECISIONS[kind], name)
             entry.update(quant.manifest_entry(name))
         else:
             from reactor.devtools.corpus import feedback_corpus
 
             default = [*parity.PROBE_TEXTS, *feedback_corpus(CALIBRATION_TEXTS, seed=4242, min_words=3, max_words=120)]
             calib = quant.calibration_texts(calibration, default)
-            quant.quantize_static(stage / PRECISIONS["fp32"], stage / PRECISIONS[kind], fp32_runtime, calib, labels)
+            quant.quantize_static(stage / UNFUSED, stage / PRECISIONS[kind], fp32_runtime, calib, labels)
             entry["method"] = quant.STATIC_METHOD
             entry["calibration"] = {"texts": len(calib), "source": str(calibration or "probe set + generated")}
         log(f"  wrote {PRECISIONS[kind]} in {time.perf_counter() - t0:.1f}s")
