@@ -85,6 +85,10 @@ bench-writers: install  ## the writers' cost (pgbench tps at 1/8/32 clients, 3 s
 bench-capture: install  ## trigger variants vs bare (pgbench, 8/32 clients): why the writers' ratio is what it is
 	$(PY) scripts/bench_capture.py
 
+# No install prerequisite: the GPU machine has no internet (BENCHMARKS.md "GPU": pack.sh, then python3 runs it).
+bench-gpu:  ## GPU (issue 20): export, ONNX vs PyTorch bf16, fp16 drift, listen drain of 20,000 rows; ~8 min on an H200
+	$(if $(wildcard $(PY)),$(PY),python3) scripts/bench_gpu.py $(BENCH_GPU_ARGS)
+
 bench: bench-plumbing bench-nlp bench-e2e bench-writers  ## all benchmarks (prints tables; see BENCHMARKS.md)
 
 opensearch-start:  ## download (Maven Central) and start a local OpenSearch on 127.0.0.1:9200
