@@ -91,8 +91,9 @@ def models_section(a: argparse.Namespace, models: Path, result: dict[str, Any]) 
     precision = "fp16" if a.device == "cuda" else "fp32"
     labels = list(TOPIC_LABELS[: a.topics])
     texts = [f"{i}: {t}" for i, t in enumerate(feedback_corpus(a.texts, seed=11))]
-    z = OnnxZeroShot(models / "zero-shot", precision=precision, device=a.device, cache_size=0)
-    s = OnnxSentiment(models / "sentiment", precision=precision, device=a.device, cache_size=0)
+    kw = {"precision": precision, "device": a.device, "cache_size": 0, "max_tokens": a.token_budget}
+    z = OnnxZeroShot(models / "zero-shot", **kw)
+    s = OnnxSentiment(models / "sentiment", **kw)
     z.classify(texts[:64], labels)  # warm-up: CUDA kernels, arena
     s.predict(texts[:256])
     no_sync = lambda: None  # noqa: E731 - ONNX Runtime returns when the logits are on the host
@@ -251,6 +252,8 @@ def start_listen(url: str, models: Path, a: argparse.Namespace, log: Path) -> su
         REACTOR_PRECISION="fp16" if a.device == "cuda" else "fp32",
         REACTOR_LOG_LEVEL="INFO",
     )
+    if a.token_budget is not None:
+        env["REACTOR_TOKEN_BUDGET"] = str(a.token_budget)
     with log.open("ab") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "reactor", "listen", "--models", str(models), "--no-opensearch"],
@@ -349,6 +352,9 @@ def main() -> None:
     ap.add_argument("--work", default=None, help="folder for the export, checkpoints and logs (default .cache/gpu)")
     ap.add_argument("--rows", type=int, default=20_000, help="queued rows for the drain")
     ap.add_argument("--topics", type=int, default=10, help="active topic labels")
+    ap.add_argument(
+        "--token-budget", type=int, default=None, help="padded tokens per model batch (default: the runtime's)"
+    )
     ap.add_argument("--claim", type=int, default=256, help="job_configs batch_size: rows per claim")
     ap.add_argument("--texts", type=int, default=2000, help="texts for the model section (x topics pairs)")
     ap.add_argument("--sentiment-repeat", type=int, default=5, help="sentiment runs texts x this (unique)")
