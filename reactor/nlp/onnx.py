@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from reactor.nlp.session import DEVICES, ModelLoadError, Session, SessionTuning, resolve_device
+from reactor.nlp.session import DEVICES, ModelLoadError, Session, SessionTuning, cuda_wanted, resolve_device
 
 __all__ = [
     "CPU_BATCH_ROWS",
@@ -56,6 +56,9 @@ PRECISIONS = {
     "int8-static": "model.int8-static.onnx",  # calibrated scales: the same text always gets the same score
     "fp16": "model.fp16.onnx",
 }
+# fp32 with attention, LayerNorm and GELU fused (reactor.nlp.fusion): what CUDA runs for fp32 when the folder has it;
+# the CPU keeps model.onnx (the fused graph cost ~5 % more CPU there, BENCHMARKS.md §7)
+FUSED_FP32 = "model.fused.onnx"
 HYPOTHESIS_TEMPLATE = "This example is {}."
 TASK_DIRS = {"sentiment": "sentiment", "zero-shot": "zero-shot"}
 # Model batches. CPU: 8 rows whatever their length, the measured best on the benchmark CPU (BENCHMARKS.md §2).
@@ -168,11 +171,16 @@ class _OnnxModel:
         max_tokens: int | None = None,
         cache_size: int = 4096,
         tuning: SessionTuning | None = None,
+        file: str | None = None,
     ) -> None:
+        """``file``: the ONNX file to load instead of the precision's (the exporter checks the fused graph)."""
         folder = Path(folder)
         self.folder = folder
         self.manifest = _read_manifest(folder, self.task)
-        file = PRECISIONS[precision]
+        if file is None:
+            file = PRECISIONS[precision]
+            if precision == "fp32" and (folder / FUSED_FP32).is_file() and cuda_wanted(device):
+                file = FUSED_FP32
         onnx_path = folder / file
         if not onnx_path.is_file():
             hint = {"fp32": "", "fp16": " --fp16"}.get(precision, f" --quantize {precision}")

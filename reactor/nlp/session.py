@@ -40,6 +40,15 @@ def resolve_device(device: str | None = "auto") -> str:
     return value
 
 
+def cuda_wanted(device: str) -> bool:
+    """Whether a session for ``device`` (cpu|cuda|auto) will ask for CUDA (auto: when onnxruntime offers it)."""
+    if device != "auto":
+        return device == "cuda"
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
 @dataclass(frozen=True)
 class SessionTuning:
     """CPU session options. The defaults are what measured best on the benchmark CPU (BENCHMARKS.md §2)."""

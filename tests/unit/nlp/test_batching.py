@@ -16,13 +16,14 @@ from reactor import config
 from reactor.devtools.corpus import TOPIC_LABELS, feedback_corpus
 from reactor.nlp import onnx
 from reactor.nlp.onnx import CPU_BATCH_ROWS, CUDA_TOKEN_BUDGET, ModelLoadError, OnnxZeroShot, batching, load_models
+from reactor.nlp.session import cuda_wanted
 
 
 class RecordingSession:
     """What ``reactor.nlp.session.Session`` offers the models, recording every batch's input shapes."""
 
     def __init__(self, path: Path, device: str, tuning: Any = None) -> None:
-        self.cuda = device == "cuda"
+        self.path, self.cuda = path, device == "cuda"
         self.provider = "CUDAExecutionProvider" if self.cuda else "CPUExecutionProvider"
         self.input_names = ["input_ids", "attention_mask"]
         self.shapes: list[tuple[int, int]] = []
@@ -125,3 +126,12 @@ def test_token_budget_setting() -> None:
     for bad in ("-1", "lots", "1.5"):
         with pytest.raises(config.InvalidSetting, match=f"REACTOR_TOKEN_BUDGET='{bad}' is not a number of tokens"):
             config.load({"REACTOR_TOKEN_BUDGET": bad})
+
+
+def test_cuda_runs_the_fused_graph_and_cpu_the_plain_one(onnx_dir: Path, recording: None) -> None:
+    assert OnnxZeroShot(onnx_dir / "zero-shot", device="cuda").session.path.name == "model.fused.onnx"
+    assert OnnxZeroShot(onnx_dir / "zero-shot", device="cpu").session.path.name == "model.onnx"
+    auto = "model.fused.onnx" if cuda_wanted("auto") else "model.onnx"  # auto: CUDA when onnxruntime offers it
+    assert OnnxZeroShot(onnx_dir / "zero-shot", device="auto").session.path.name == auto
+    int8 = OnnxZeroShot(onnx_dir / "zero-shot", device="cuda", precision="int8")
+    assert int8.session.path.name == "model.int8.onnx"
