@@ -6,8 +6,10 @@ PY     := $(VENV)/bin/python
 TEST_WORKERS ?= 2
 REACTOR := $(VENV)/bin/reactor
 MODELS ?= fixtures/tiny-models
+# What `make install-gpu` puts in place of onnxruntime: the CUDA 13 build with CUDA and cuDNN from pip (its extras)
+ORT_GPU ?= onnxruntime-gpu[cuda,cudnn]>=1.31
 
-.PHONY: help install install-runtime sql models fixtures demo test test-fast lint format bench bench-plumbing bench-nlp bench-e2e bench-writers bench-capture bench-pipeline opensearch-start opensearch-stop clean
+.PHONY: help install install-runtime install-gpu bench-gpu sql models fixtures demo test test-fast lint format bench bench-plumbing bench-nlp bench-e2e bench-writers bench-capture bench-pipeline opensearch-start opensearch-stop clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -26,6 +28,14 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.installed-runtime
 install-runtime: $(VENV)/.installed-runtime  ## create .venv with the package only (runtime dependencies)
 
 install: $(VENV)/.installed  ## create .venv with the package, export and dev extras
+
+# onnxruntime and onnxruntime-gpu install the same `onnxruntime` package: both at once break each other, so the
+# CPU build is removed first. A later `pip install -e .` brings onnxruntime back (a pyproject dependency): the
+# reactor then says so in one line; run this target again.
+install-gpu: $(VENV)/.installed-runtime  ## swap onnxruntime for onnxruntime-gpu + CUDA/cuDNN from pip (REACTOR_DEVICE=cuda)
+	$(PY) -m pip uninstall -q -y onnxruntime onnxruntime-gpu
+	$(PY) -m pip install -q '$(ORT_GPU)'
+	$(PY) -m reactor.nlp.gpu
 
 sql: install  ## install/upgrade schema and triggers (DATABASE_URL, or the embedded PostgreSQL)
 	$(REACTOR) sql
@@ -77,6 +87,10 @@ bench-writers: install  ## the writers' cost (pgbench tps at 1/8/32 clients, 3 s
 
 bench-capture: install  ## trigger variants vs bare (pgbench, 8/32 clients): why the writers' ratio is what it is
 	$(PY) scripts/bench_capture.py
+
+# No install prerequisite: the GPU machine has no internet (BENCHMARKS.md "GPU": pack.sh, then python3 runs it).
+bench-gpu:  ## GPU (issue 20): export, ONNX vs PyTorch bf16, fp16 drift, listen drain of 20,000 rows; ~8 min on an H200
+	$(if $(wildcard $(PY)),$(PY),python3) scripts/bench_gpu.py $(BENCH_GPU_ARGS)
 
 bench: bench-plumbing bench-nlp bench-e2e bench-writers  ## all benchmarks (prints tables; see BENCHMARKS.md)
 

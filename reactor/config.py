@@ -42,6 +42,7 @@ class Settings:
     models: str = "models_onnx"  # ONNX folder, or "stand-in" for the fast fake models
     precision: str = "fp32"
     device: str = "auto"
+    token_budget: int | None = None  # padded tokens per model batch; None: the device's default (nlp.onnx)
     log_level: str = "INFO"
     max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES  # longer texts are parked instead of analysed
     retry_base_s: float | None = None  # backoff base of a failing row; None: the reactor's default
@@ -109,6 +110,13 @@ def _value(env: Mapping[str, str], key: str, default: T, parse: Callable[[str], 
 def _positive_int(raw: str) -> int:
     value = int(raw)
     if value < 1:
+        raise ValueError(raw)
+    return value
+
+
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
         raise ValueError(raw)
     return value
 
@@ -214,6 +222,7 @@ def load(environ: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Se
             env, "REACTOR_PRECISION", "fp32", _one_of(list(PRECISIONS)), f"one of {', '.join(PRECISIONS)}"
         ),
         device=_value(env, "REACTOR_DEVICE", "auto", _one_of(DEVICES), f"one of {', '.join(DEVICES)}"),
+        token_budget=_value(env, "REACTOR_TOKEN_BUDGET", None, _non_negative_int, "a number of tokens ≥ 0"),
         log_level=log_level(env),
         max_text_bytes=_value(
             env, "REACTOR_MAX_TEXT_BYTES", DEFAULT_MAX_TEXT_BYTES, _positive_int, "a number of bytes ≥ 1"

@@ -112,7 +112,9 @@ def load_enricher(settings: config_mod.Settings, models: str | None = None) -> A
 
         return Enricher(StandInSentiment(), StandInZeroShot(), max_text_bytes=settings.max_text_bytes)
     try:
-        sentiment, zero_shot = load_models(source, precision=settings.precision, device=settings.device)
+        sentiment, zero_shot = load_models(
+            source, precision=settings.precision, device=settings.device, token_budget=settings.token_budget
+        )
     except ModelLoadError as exc:
         raise Fail(str(exc)) from None
     return Enricher(sentiment, zero_shot, max_text_bytes=settings.max_text_bytes)

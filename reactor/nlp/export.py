@@ -2,22 +2,26 @@
 
 Needs the ``export`` extra (torch, transformers, optimum-onnx, onnx); the runtime
 (``reactor.nlp.onnx``) never does.  torch and transformers are imported only inside functions here.
-The PyTorch references live in ``reactor.nlp.parity``, the int8/fp16 conversions in ``reactor.nlp.quantize``.
+The PyTorch references live in ``reactor.nlp.parity``, the int8/fp16 conversions in ``reactor.nlp.quantize``,
+the graph fusion (attention, LayerNorm, GELU as single ORT kernels) in ``reactor.nlp.fusion``.
 
 Layout written under ``--out`` (default ``models_onnx/``)::
 
     models_onnx/
       sentiment/            DistilBERT-style sequence classifier
-        model.onnx          fp32, the exact default (parity vs PyTorch measured at export, <= 1e-4 or refused)
+        model.onnx          fp32, the exact default (parity vs PyTorch measured at export, <= 1e-4 or refused);
+                            unfused: what the CPU runs
+        model.fused.onnx    the same in fp32 with attention, LayerNorm and GELU fused (what CUDA runs in fp32;
+                            fused operators and parity in the manifest's ``graph``)
         model.int8.onnx     only with --quantize int8: dynamic int8 weights (CPU), recipe in the manifest
                             (``int8_config``); activation scales are computed per batch, so a text's scores
                             move with its batch neighbours
         model.int8-static.onnx  only with --quantize int8-static: int8 weights and activations with scales
                             calibrated at export on sample texts (CPU); batch-independent
-        model.fp16.onnx     only with --fp16: fp16 weights, fp32 inputs/outputs (CUDA)
+        model.fp16.onnx     only with --fp16: the fused graph in fp16, fp32 inputs/outputs (CUDA)
         tokenizer.json      the checkpoint's fast tokenizer (the runtime splits special tokens in text)
         config.json         the checkpoint's config (labels)
-        manifest.json       source, sha256 of files, opset, precisions with parity/drift, random_weights,
+        manifest.json       source, sha256 of files, opset, graph fusion, precisions with parity/drift, random_weights,
                             special-token template, max length, created_at, library versions
       zero-shot/            BART-MNLI-style NLI classifier, same files
 
@@ -41,23 +45,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from reactor.nlp import parity
+from reactor.nlp import fusion, parity
 from reactor.nlp import quantize as quant
 from reactor.nlp.catalog import DEFAULT_SHAPE, ZERO_SHOT_CHOICES
-from reactor.nlp.onnx import HYPOTHESIS_TEMPLATE, PRECISIONS, OnnxSentiment, OnnxZeroShot
+from reactor.nlp.errors import ExportError
+from reactor.nlp.onnx import FUSED_FP32, HYPOTHESIS_TEMPLATE, PRECISIONS, OnnxSentiment, OnnxZeroShot
 
 OPSET = 18  # optimum's recommended minimum for BART
 FP32_TOLERANCE = 1e-4  # refuse to write a model whose fp32 scores differ more than this from PyTorch
 DEFAULT_SENTIMENT = "distilbert-base-uncased-finetuned-sst-2-english"
 DEFAULT_ZERO_SHOT = ZERO_SHOT_CHOICES[DEFAULT_SHAPE].hub_id
 TASKS = ("sentiment", "zero-shot")
+FUSABLE = "model.fusable.onnx"  # staging only: the export fusion starts from when it is not model.onnx's
 CALIBRATION_TEXTS = 64  # generated feedback texts used when no --calibration-texts file is given
 
 Log = Callable[[str], None]
-
-
-class ExportError(Exception):
-    """Export can't proceed; the message says why and what to do (shown without a traceback)."""
 
 
 def _sha256(path: Path) -> str:
@@ -82,17 +84,18 @@ def _hub_reachable(timeout: float = 5.0) -> bool:
         return False
 
 
-def load_checkpoint(source: str) -> tuple[Any, Any]:
+def load_checkpoint(source: str, attention: str = "eager") -> tuple[Any, Any]:
     """(model, tokenizer) in eval mode from a local checkpoint folder or a Hub id (cache, then network).
 
     The tokenizer splits special tokens in user text, like the runtime; the model uses eager attention
-    and no KV cache so the exported graph is the plain classifier.
+    (``attention``: another implementation, for the graph fusion starts from) and no KV cache so the exported
+    graph is the plain classifier.
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     def load(**kw: Any) -> tuple[Any, Any]:
         tok = AutoTokenizer.from_pretrained(source, split_special_tokens=True, **kw)
-        model = AutoModelForSequenceClassification.from_pretrained(source, attn_implementation="eager", **kw)
+        model = AutoModelForSequenceClassification.from_pretrained(source, attn_implementation=attention, **kw)
         if hasattr(model.config, "use_cache"):
             model.config.use_cache = False
         return model.eval(), tok
@@ -136,8 +139,8 @@ def _template(tokenizer: Any, config: Any) -> dict[str, Any]:
     }
 
 
-def _onnx_export(model: Any, tokenizer: Any, dest: Path, log: Log) -> Path:
-    """optimum's exporter on the loaded (eval, eager, no cache) model; returns dest/model.onnx."""
+def _onnx_export(model: Any, tokenizer: Any, dest: Path, log: Log, name: str = "model.onnx") -> Path:
+    """optimum's exporter on the loaded (eval, no cache) model; returns dest/name."""
     import torch
     from optimum.exporters.onnx import onnx_export_from_model
 
@@ -155,7 +158,7 @@ def _onnx_export(model: Any, tokenizer: Any, dest: Path, log: Log) -> Path:
         if not produced.is_file():
             raise ExportError(f"optimum produced no model.onnx (got {sorted(os.listdir(tmp))})")
         extra = [p for p in Path(tmp).iterdir() if p.name.startswith("model.onnx_data")]
-        target = dest / "model.onnx"
+        target = dest / name
         if extra:  # > 2 GB models keep external data: fold it back in when it fits (it does up to 2 GB)
             import onnx
 
@@ -164,6 +167,30 @@ def _onnx_export(model: Any, tokenizer: Any, dest: Path, log: Log) -> Path:
             shutil.copyfile(produced, target)
         log(f"  exported {target.name} ({target.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f}s")
     return target
+
+
+def _fusable(source: str, model: Any, exported: Path, log: Log) -> Path:
+    """The graph fusion starts from: model.onnx (eager), or an export of the checkpoint loaded with the attention
+    implementation whose trace ORT fuses (``fusion.ATTENTION``: SDPA for DistilBERT)."""
+    attention = fusion.ATTENTION.get(model.config.model_type, "eager")
+    if attention == "eager":
+        return exported
+    other, tokenizer = load_checkpoint(source, attention)
+    return _onnx_export(other, tokenizer, exported.parent, log, name=FUSABLE)
+
+
+def _fuse(src: Path, dst: Path, log: Log) -> dict[str, Any]:
+    """``reactor.nlp.fusion.fuse`` of ``src`` into ``dst`` (model.fused.onnx), said in one log line."""
+    t0 = time.perf_counter()
+    graph = fusion.fuse(src, dst)
+    if not graph["applied"]:
+        log(f"  graph not fused: {graph['why']}")
+        return graph
+    ops = graph["fused_operators"]
+    log(f"  fused in {time.perf_counter() - t0:.1f}s: {', '.join(f'{k} {v}' for k, v in ops.items()) or 'nothing'}")
+    if not any(ops.get(op) for op in fusion.FUSED_ATTENTION_OPS):
+        log("  WARNING: no attention block was fused (other library versions?): GPU throughput will suffer")
+    return graph
 
 
 def _versions() -> dict[str, str]:
@@ -213,9 +240,11 @@ def export_task(
     dest.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.staging-", dir=dest.parent))
     try:
-        _onnx_export(model, tokenizer, stage, log)
+        exported = _onnx_export(model, tokenizer, stage, log)
         tokenizer.backend_tokenizer.save(str(stage / "tokenizer.json"))
         model.config.to_json_file(str(stage / "config.json"))
+        manifest["graph"] = _fuse(_fusable(source, model, exported, log), stage / FUSED_FP32, log)
+        (stage / FUSABLE).unlink(missing_ok=True)
         manifest["precisions"] = {}
         write_manifest(stage, manifest)
         _check_and_convert(task, model, tokenizer, stage, dest, manifest, kinds, fp16, calibration, log)
@@ -246,7 +275,12 @@ def _check_and_convert(
     calibration: str | Path | None,
     log: Log,
 ) -> None:
-    """fp32 parity vs PyTorch (refuse above FP32_TOLERANCE), then each requested conversion with its drift."""
+    """fp32 parity vs PyTorch (refuse above FP32_TOLERANCE) of model.onnx and of the fused graph, then each
+    requested conversion with its drift.
+
+    model.onnx (the CPU's fp32) and the int8 files stay unfused, as before fusion existed: on the benchmark CPU
+    the fused fp32 graphs cost ~5 % more CPU (BENCHMARKS.md §7) and the int8 recipe search found no fused variant
+    faster (§2.1). model.fused.onnx (fp32 on CUDA) and model.fp16.onnx are the fused graph."""
     texts = parity.probe_texts()
     labels = list(parity.PROBE_LABELS)
     t0 = time.perf_counter()
@@ -256,9 +290,9 @@ def _check_and_convert(
         ref = parity.reference_zero_shot(model, tokenizer, texts, labels)
     log(f"  PyTorch reference on {len(texts)} probe texts in {time.perf_counter() - t0:.1f}s")
 
-    def ours(precision: str, device: str = "cpu") -> tuple[Any, Any]:
+    def ours(precision: str, device: str = "cpu", file: str | None = None) -> tuple[Any, Any]:
         cls = OnnxSentiment if task == "sentiment" else OnnxZeroShot
-        runtime = cls(stage, precision=precision, device=device, batch_size=8, cache_size=0)
+        runtime = cls(stage, precision=precision, device=device, batch_size=8, cache_size=0, file=file)
         return runtime, parity.scores(runtime, texts, labels)
 
     fp32_runtime, got = ours("fp32")
@@ -271,6 +305,16 @@ def _check_and_convert(
             f"(> {FP32_TOLERANCE:g}) or flip decisions ({check['decision_flips']}); refusing to write "
             f"{dest}. Check the opset/exporter versions ({manifest['versions']})."
         )
+    fused = stage / FUSED_FP32
+    if fused.is_file():
+        check = parity.compare(task, ours("fp32", file=FUSED_FP32)[1], ref)
+        manifest["graph"]["parity_vs_pytorch"] = check
+        log(f"  fused fp32 parity vs PyTorch: max |Δscore| {check['max_abs_diff']:.2e}")
+        if check["max_abs_diff"] > FP32_TOLERANCE or check["decision_flips"]:
+            raise ExportError(
+                f"{task}: the fused graph's scores differ from PyTorch by {check['max_abs_diff']:.3g} "
+                f"(> {FP32_TOLERANCE:g}) or flip decisions ({check['decision_flips']}); refusing to write {dest}."
+            )
     for kind in kinds:
         entry: dict[str, Any] = {"file": PRECISIONS[kind]}
         t0 = time.perf_counter()
@@ -296,7 +340,7 @@ def _check_and_convert(
             f"{drift['mean_abs_diff']:.3g}, batch-neighbour {drift['batch_neighbour_max_diff']:.3g}"
         )
     if fp16:
-        quant.convert_fp16(stage / PRECISIONS["fp32"], stage / PRECISIONS["fp16"])
+        quant.convert_fp16(fused if fused.is_file() else stage / PRECISIONS["fp32"], stage / PRECISIONS["fp16"])
         entry = {"file": PRECISIONS["fp16"], "io": "fp32 inputs/outputs, fp16 inside"}
         try:  # the runtime refuses device "cuda" without onnxruntime-gpu and a GPU, saying why
             _, got = ours("fp16", device="cuda")

@@ -19,7 +19,8 @@ are tokenized as text (``split_special_tokens=True``) — otherwise a "</s>" in 
 eos count and crashes or skews the batch; empty text is accepted (the zero-shot pipeline rejects it).
 
 Speed: each text is tokenized once and joined with pre-tokenized hypotheses, pairs are sorted by length
-and padded per batch, and results are cached per model for identical (text, label set).
+and padded per batch, and results are cached per model for identical (text, label set). Model batches are
+sized for the device (``batching``): 8 rows on CPU, a budget of padded tokens on CUDA.
 """
 
 from __future__ import annotations
@@ -34,9 +35,18 @@ from typing import Any
 
 import numpy as np
 
-from reactor.nlp.session import DEVICES, ModelLoadError, Session, SessionTuning, resolve_device
+from reactor.nlp.session import DEVICES, ModelLoadError, Session, SessionTuning, cuda_wanted, resolve_device
 
-__all__ = ["DEVICES", "ModelLoadError", "OnnxSentiment", "OnnxZeroShot", "SessionTuning", "load_models"]
+__all__ = [
+    "CPU_BATCH_ROWS",
+    "CUDA_TOKEN_BUDGET",
+    "DEVICES",
+    "ModelLoadError",
+    "OnnxSentiment",
+    "OnnxZeroShot",
+    "SessionTuning",
+    "load_models",
+]
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +56,18 @@ PRECISIONS = {
     "int8-static": "model.int8-static.onnx",  # calibrated scales: the same text always gets the same score
     "fp16": "model.fp16.onnx",
 }
+# fp32 with attention, LayerNorm and GELU fused (reactor.nlp.fusion): what CUDA runs for fp32 when the folder has it;
+# the CPU keeps model.onnx (the fused graph cost ~5 % more CPU there, BENCHMARKS.md §7)
+FUSED_FP32 = "model.fused.onnx"
 HYPOTHESIS_TEMPLATE = "This example is {}."
 TASK_DIRS = {"sentiment": "sentiment", "zero-shot": "zero-shot"}
+# Model batches. CPU: 8 rows whatever their length, the measured best on the benchmark CPU (BENCHMARKS.md §2).
+CPU_BATCH_ROWS = 8
+# CUDA: as many length-sorted rows as fit rows × padded width <= this many tokens (one row at least). Chosen from
+# issue 20's H200 figures of 2026-12-04 (zero-shot fp16, ~57-token pairs: 628 pairs/s at batch 8, 4,790 at 64,
+# 5,723 at 256 = ~14,600 tokens), rounded up to 2^14; not measured with this batching: re-measure with
+# scripts/bench_gpu.py. Override: REACTOR_TOKEN_BUDGET (load_models' token_budget).
+CUDA_TOKEN_BUDGET = 16_384
 
 
 class _LRU:
@@ -123,6 +143,18 @@ def _clean(text: str | None) -> str:
     return "" if text is None else str(text)
 
 
+def batching(cuda: bool, batch_size: int | None = None, max_tokens: int | None = None) -> tuple[int, int]:
+    """(rows per batch, padded tokens per batch), 0 meaning no limit. ``None``: the device's default, a token
+    budget on CUDA (``CUDA_TOKEN_BUDGET``, no row limit), ``CPU_BATCH_ROWS`` rows on CPU. A token budget of 0
+    means batches of ``CPU_BATCH_ROWS`` rows on either device."""
+    if max_tokens is None:
+        max_tokens = CUDA_TOKEN_BUDGET if cuda else 0
+    max_tokens = max(0, int(max_tokens))
+    if batch_size is None:
+        batch_size = 0 if max_tokens else CPU_BATCH_ROWS
+    return max(0, int(batch_size)), max_tokens
+
+
 class _OnnxModel:
     """What both tasks share: manifest, session, tokenizer, batching by length."""
 
@@ -135,15 +167,20 @@ class _OnnxModel:
         *,
         precision: str = "fp32",
         device: str = "auto",
-        batch_size: int = 8,
-        max_tokens: int = 0,
+        batch_size: int | None = None,
+        max_tokens: int | None = None,
         cache_size: int = 4096,
         tuning: SessionTuning | None = None,
+        file: str | None = None,
     ) -> None:
+        """``file``: the ONNX file to load instead of the precision's (the exporter checks the fused graph)."""
         folder = Path(folder)
         self.folder = folder
         self.manifest = _read_manifest(folder, self.task)
-        file = PRECISIONS[precision]
+        if file is None:
+            file = PRECISIONS[precision]
+            if precision == "fp32" and (folder / FUSED_FP32).is_file() and cuda_wanted(device):
+                file = FUSED_FP32
         onnx_path = folder / file
         if not onnx_path.is_file():
             hint = {"fp32": "", "fp16": " --fp16"}.get(precision, f" --quantize {precision}")
@@ -160,8 +197,7 @@ class _OnnxModel:
         self.max_length: int = int(tok["max_length"])
         self.pad_id: int = int(tok["pad_id"])
         self.precision = precision
-        self.batch_size = max(1, int(batch_size))
-        self.max_tokens = max(0, int(max_tokens))  # 0: batches of batch_size rows whatever their length
+        self.batch_size, self.max_tokens = batching(self.session.cuda, batch_size, max_tokens)
         self.random_weights: bool = bool(self.manifest.get("random_weights", False))
         sha = self.manifest.get("files", {}).get(file, {}).get("sha256", "unknown")
         self.model_id: str = f"{self.manifest.get('source', folder.name)}@{precision}:{sha[:12]}"
@@ -189,14 +225,16 @@ class _OnnxModel:
         self, rows: list[list[int]], types: list[list[int]] | None = None, max_tokens: int = 0
     ) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
         """(row positions, model inputs) per batch: rows sorted by length, padded to the batch's longest.
-        At most ``batch_size`` rows, and with ``max_tokens`` at most that many padded tokens (one row at least)."""
+        At most ``batch_size`` rows (0: no row limit), and with ``max_tokens`` at most that many padded tokens
+        (rows × width; one row at least)."""
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        cap = self.batch_size or len(order)
         start = 0
         while start < len(order):
-            end = min(start + self.batch_size, len(order))
-            if max_tokens:  # sorted ascending: the last row of a batch sets its width
-                while end - start > 1 and (end - start) * len(rows[order[end - 1]]) > max_tokens:
-                    end -= 1
+            end, limit = start + 1, min(start + cap, len(order))
+            # sorted ascending: the row added last sets the batch's width
+            while end < limit and (not max_tokens or (end + 1 - start) * len(rows[order[end]]) <= max_tokens):
+                end += 1
             idx = order[start:end]
             start = end
             width = max(len(rows[i]) for i in idx)
@@ -354,8 +392,7 @@ def load_models(
     *,
     precision: str = "fp32",
     device: str | None = "auto",
-    sentiment_batch_size: int = 8,
-    zero_shot_batch_size: int = 8,
+    token_budget: int | None = None,
 ) -> tuple[OnnxSentiment, OnnxZeroShot]:
     """Load ``models_dir/sentiment`` and ``models_dir/zero-shot`` (written by ``reactor export-models``).
 
@@ -363,22 +400,24 @@ def load_models(
     depend on batch neighbours — see the manifest), int8-static (opt-in, CPU, calibrated: the same text
     always scores the same; slower than int8 on the benchmark CPU; drift in the manifest), fp16 (CUDA only).
     ``device``: auto|cpu|cuda (the caller passes ``Settings.device``).
+    ``token_budget``: padded tokens per model batch (``Settings.token_budget``, env ``REACTOR_TOKEN_BUDGET``);
+    None: ``CUDA_TOKEN_BUDGET`` on CUDA, batches of ``CPU_BATCH_ROWS`` rows on CPU; 0: those rows on either.
     """
     if precision not in PRECISIONS:
         raise ModelLoadError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if token_budget is not None and token_budget < 0:
+        raise ModelLoadError(f"token_budget must be >= 0, not {token_budget}")
     dev = resolve_device(device)
     root = Path(models_dir)
-    sentiment = OnnxSentiment(
-        root / TASK_DIRS["sentiment"], precision=precision, device=dev, batch_size=sentiment_batch_size
-    )
-    zero_shot = OnnxZeroShot(
-        root / TASK_DIRS["zero-shot"], precision=precision, device=dev, batch_size=zero_shot_batch_size
-    )
+    options: dict[str, Any] = {"precision": precision, "device": dev, "max_tokens": token_budget}
+    sentiment = OnnxSentiment(root / TASK_DIRS["sentiment"], **options)
+    zero_shot = OnnxZeroShot(root / TASK_DIRS["zero-shot"], **options)
     for m in (sentiment, zero_shot):
         log.info(
-            "loaded %s on %s%s",
+            "loaded %s on %s, model batches of %s%s",
             m.model_id,
             m.session.provider,
+            f"<= {m.max_tokens} padded tokens" if m.max_tokens else f"{m.batch_size} rows",
             " (RANDOM WEIGHTS: scores mean nothing)" if m.random_weights else "",
         )
     return sentiment, zero_shot

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from reactor.enrich import DEFAULT_THRESHOLD
+from reactor.nlp.errors import ExportError
 from reactor.nlp.onnx import HYPOTHESIS_TEMPLATE
 
 # Texts that break naive pipelines: special-token strings, emoji, control characters, empty, long.
@@ -63,8 +64,6 @@ def reference_sentiment(model: Any, tokenizer: Any, texts: Sequence[str]) -> lis
 
 def entailment_ids(config: Any) -> tuple[int, int]:
     """(contradiction_id, entailment_id) exactly as ZeroShotClassificationPipeline picks them."""
-    from reactor.nlp.export import ExportError
-
     entail = next((int(i) for label, i in config.label2id.items() if label.lower().startswith("entail")), -1)
     if entail == -1:
         raise ExportError("the zero-shot model's config has no 'entailment' label (not an NLI model?)")

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from reactor.nlp.errors import ExportError
+
 
 @dataclass(frozen=True)
 class Int8Config:
@@ -141,8 +143,6 @@ def calibration_texts(path: str | Path | None, default: Sequence[str]) -> list[s
     best), else ``default``."""
     if path is None:
         return list(default)
-    from reactor.nlp.export import ExportError
-
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as exc:

@@ -5,11 +5,16 @@ Split from ``reactor.nlp.onnx`` so the knobs the benchmark searches (``SessionTu
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from reactor.nlp import gpu
+
+log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -33,6 +38,15 @@ def resolve_device(device: str | None = "auto") -> str:
     if value not in DEVICES:
         raise ModelLoadError(f"device must be one of {', '.join(DEVICES)}, not {value!r}")
     return value
+
+
+def cuda_wanted(device: str) -> bool:
+    """Whether a session for ``device`` (cpu|cuda|auto) will ask for CUDA (auto: when onnxruntime offers it)."""
+    if device != "auto":
+        return device == "cuda"
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
 @dataclass(frozen=True)
@@ -69,10 +83,9 @@ class Session:
         available = ort.get_available_providers()
         want_cuda = device == "cuda" or (device == "auto" and "CUDAExecutionProvider" in available)
         if device == "cuda" and "CUDAExecutionProvider" not in available:
-            raise ModelLoadError(
-                "REACTOR_DEVICE/device is 'cuda' but onnxruntime has no CUDAExecutionProvider: "
-                "install onnxruntime-gpu (instead of onnxruntime) or use device 'cpu'"
-            )
+            raise ModelLoadError(gpu.provider_missing(ort))
+        if want_cuda:
+            gpu.preload(ort)
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if want_cuda else ["CPUExecutionProvider"]
         if not want_cuda:
             opts.intra_op_num_threads = tuning.threads or cpu_count()
@@ -81,11 +94,15 @@ class Session:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if tuning.spinning else "0")
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
-        except Exception as exc:  # corrupt file, unsupported op, fp16 kernel missing on CPU...
+        except Exception as exc:  # corrupt file, unsupported op, fp16 kernel missing on CPU, CUDA library...
+            if device == "cuda" and gpu.missing_library(str(exc)):
+                raise ModelLoadError(gpu.unusable(ort, exc)) from exc
             raise ModelLoadError(f"can't load {path}: {exc}") from exc
         self.cuda = self.session.get_providers()[0] == "CUDAExecutionProvider"
         if device == "cuda" and not self.cuda:
-            raise ModelLoadError(f"device 'cuda' asked but no GPU is usable for {path}")
+            raise ModelLoadError(gpu.unusable(ort, None))
+        if want_cuda and not self.cuda:
+            log.warning("CUDA provider listed but unusable, running on CPU: %s", gpu.unusable(ort, None))
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_name = self.session.get_outputs()[0].name
 

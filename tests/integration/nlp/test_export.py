@@ -79,6 +79,7 @@ def test_rebuilding_the_fixtures_gives_the_committed_ones(
                 m["files"] = sorted(m["files"])
         assert _stable(got) == _stable(want), f"{fixture}/{task}: run `make fixtures` and commit the result"
         assert got["precisions"]["fp32"]["parity_vs_pytorch"]["max_abs_diff"] <= 1e-5
+        _assert_attention_fused(tmp_path / "out" / task, got)
         assert got["precisions"]["int8"]["drift_vs_pytorch"]["max_abs_diff"] == pytest.approx(
             want["precisions"]["int8"]["drift_vs_pytorch"]["max_abs_diff"], abs=0.05
         )
@@ -95,6 +96,28 @@ def test_rebuilding_the_fixtures_gives_the_committed_ones(
                 a, b = ours.classify(texts, ["price", "delivery"]), fresh.classify(texts, ["price", "delivery"])
                 for x, y in zip(a, b, strict=True):
                     assert dict(x) == pytest.approx(dict(y), abs=1e-6)
+
+
+def _assert_attention_fused(folder: Path, manifest: dict[str, Any]) -> None:
+    """Every attention block of the fresh model.fused.onnx is one fused kernel (no Softmax left), as the manifest
+    says, within 1e-5 of PyTorch; model.onnx (CPU) is not fused."""
+    import onnx
+
+    from reactor.nlp.fusion import fused_operators
+
+    graph = onnx.load(str(folder / "model.fused.onnx"))
+    ops = fused_operators(graph)
+    cpu = fused_operators(onnx.load(str(folder / "model.onnx")))  # the CPU's graph stays unfused
+    assert not cpu.get("Attention") and not cpu.get("MultiHeadAttention") and not cpu.get("SkipLayerNormalization")
+    config = json.loads((folder / "config.json").read_text())
+    if config["model_type"] == "distilbert":  # ORT's Attention; BART: our MultiHeadAttention (reactor.nlp.fusion)
+        assert ops.get("Attention") == config["n_layers"], ops
+    else:  # encoder self-attention, decoder self- and cross-attention
+        assert ops.get("MultiHeadAttention") == config["encoder_layers"] + 2 * config["decoder_layers"], ops
+    assert ops.get("SkipLayerNormalization") and ops.get("BiasGelu"), ops
+    assert not [n for n in graph.graph.node if n.op_type == "Softmax"]
+    assert manifest["graph"]["fused_operators"] == ops and manifest["graph"]["applied"]
+    assert manifest["graph"]["parity_vs_pytorch"]["max_abs_diff"] <= 1e-5
 
 
 def test_fixture_12_1_has_the_distilled_shape(onnx_dir_12_1: Path) -> None:
