@@ -7,7 +7,7 @@ TEST_WORKERS ?= 2
 REACTOR := $(VENV)/bin/reactor
 MODELS ?= fixtures/tiny-models
 
-.PHONY: help install install-runtime sql models fixtures demo test test-fast lint format bench bench-plumbing bench-nlp bench-e2e bench-writers bench-capture opensearch-start opensearch-stop clean
+.PHONY: help install install-runtime sql models fixtures demo test test-fast lint format bench bench-plumbing bench-nlp bench-e2e bench-writers bench-capture soak opensearch-start opensearch-stop clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -74,6 +74,10 @@ bench-writers: install  ## the writers' cost (pgbench tps at 1/8/32 clients, 3 s
 
 bench-capture: install  ## trigger variants vs bare (pgbench, 8/32 clients): why the writers' ratio is what it is
 	$(PY) scripts/bench_capture.py
+
+MINUTES ?= 60
+soak: install  ## faults for MINUTES (60): kills, PostgreSQL/OpenSearch restarts, killer rows; then the checker (SOAK_ARGS)
+	$(PY) scripts/soak.py --minutes $(MINUTES) --plot docs/bench/soak.png $(SOAK_ARGS)
 
 bench: bench-plumbing bench-nlp bench-e2e bench-writers  ## all benchmarks (prints tables; see BENCHMARKS.md)
 

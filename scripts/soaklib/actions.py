@@ -139,13 +139,13 @@ class Actions:
     def reindex(self) -> None:
         i = self.log.next_id()
         self.log.log("reindex", "start", id=i)
-        res = self._cli_until_ok("reindex", "--no-progress", tries=5)
+        res = self._cli_until_ok("reindex", "--no-progress", tries=20)
         self.log.log("reindex", "end", id=i, rc=res.returncode, out=res.stdout.strip()[-200:])
 
     def reprocess(self) -> None:
         i = self.log.next_id()
         self.log.log("reprocess", "start", id=i, args="--stale")
-        res = self._cli_until_ok("reprocess", "--stale", tries=5)
+        res = self._cli_until_ok("reprocess", "--stale", tries=20)
         self.log.log("reprocess", "end", id=i, rc=res.returncode, out=res.stdout.strip()[-200:])
 
     def topics_edit(self) -> None:
