@@ -115,8 +115,8 @@ class Actions:
 
     def stop_resume(self, seconds: float) -> None:
         i = self.log.next_id()
-        self._cli_until_ok("stop")
         self.log.log("stop_resume", "start", id=i, paused_s=round(seconds, 1))
+        self._cli_until_ok("stop")
         time.sleep(seconds)
         self._cli_until_ok("resume")
         self.log.log("stop_resume", "end", id=i)
