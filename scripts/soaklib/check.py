@@ -164,6 +164,11 @@ def check(
         ):
             breach("orphaned", fid, "analysis without its feedback")
         stored = dict(conn.execute("SELECT word, count FROM reactor.word_counts").fetchall())
+        pairs = conn.execute(
+            "SELECT DISTINCT sentiment_model, zero_shot_model FROM reactor.feedback_analysis"
+        ).fetchall()
+        if len(pairs) > 1:  # one model set for the whole run: a second pair means a result from elsewhere
+            breach("stale", None, f"analyses name {len(pairs)} model pairs: {pairs[:5]}")
     res.words = len(stored)
     summed = Counter({w: c for w, c in summed.items() if c})
     for word in sorted(set(stored) | set(summed)):
@@ -218,7 +223,11 @@ def _row_problem(
     want_words = count_words(text)
     if words != want_words:
         return f"word counts {_diff(words, want_words)} differ from the current text's {text!r}"
-    if model is None or topic_sets is None:
+    if model is None or topic_sets is None:  # real models: no recomputation, but the shape must fit the text
+        if (label is None) != (not text or not text.strip()) or (label is None) != (score is None):
+            return f"sentiment {label} {score} for the text {text!r}"
+        if not s_model or not z_model or not topics:
+            return f"models {s_model}/{z_model}, topics {topics}: incomplete analysis"
         return None
     if (s_model, z_model) != (model.sentiment_id, model.zero_shot_id):
         return f"models {s_model}/{z_model}, expected the stand-in's"

@@ -46,6 +46,7 @@ def test_a_drained_state_passes_every_check(pg_url):
     result = check(pg_url, killers={killer}, topic_sets={topic_set_id(LABELS): LABELS})
     assert result.ok, [b.line() for b in result.breaches]
     assert (result.feedbacks, result.analysed, result.parked) == (6, 5, 1)
+    assert check(pg_url, killers={killer}, topic_sets=None).ok  # the real-models path: words and shape only
 
 
 @pytest.mark.seeds_partial_state
