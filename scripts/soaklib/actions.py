@@ -9,7 +9,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import psycopg
 
@@ -18,6 +20,7 @@ from .faults import FaultLog, Planned
 from .load import AppLog, Topics
 
 KILLER = "SOAK-KILLS-THE-PROCESS"
+T = TypeVar("T")
 
 
 def run_cli(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -98,20 +101,25 @@ class Actions:
     def os_read_only(self, seconds: float) -> None:
         assert self.opensearch is not None
         i = self.log.next_id()
-        indices = self.opensearch.set_read_only(self.aliases, True)
+        indices = self._retry(lambda: self.opensearch.set_read_only(self.aliases, True))  # an outage may be on
         self.log.log("os_read_only", "start", id=i, indices=",".join(indices), block="read_only_allow_delete")
         try:
             time.sleep(seconds)
         finally:
-            tries = 0
-            while tries < 30:  # the node may be frozen or restarting by now: keep trying
-                tries += 1
-                try:
-                    self.opensearch.set_read_only(self.aliases, False)
-                    break
-                except Exception:
-                    time.sleep(5)
-            self.log.log("os_read_only", "end", id=i, attempts=tries)
+            self._retry(lambda: self.opensearch.set_read_only(self.aliases, False))  # type: ignore[union-attr]
+            self.log.log("os_read_only", "end", id=i)
+
+    def _retry(self, call: Callable[[], T], tries: int = 40) -> T:
+        """`call` until it succeeds: OpenSearch may be frozen or restarting by another fault right now."""
+        for n in range(tries):
+            try:
+                return call()
+            except Exception as exc:
+                if n == tries - 1:
+                    raise
+                self.log.log("os.retry", error=f"{type(exc).__name__}: {str(exc)[:200]}", attempt=n + 1)
+                time.sleep(5)
+        raise AssertionError("unreachable")
 
     def stop_resume(self, seconds: float) -> None:
         i = self.log.next_id()
