@@ -71,7 +71,9 @@ class Actions:
     # --- the faults ---------------------------------------------------------------------------------------
 
     def kill(self) -> None:
-        slot = self.supervisor.slots[self._kills % len(self.supervisor.slots)]
+        # every 5th kill hits slot a, the others b: a lives long enough between deaths for its RSS trend
+        slots = self.supervisor.slots
+        slot = slots[0] if self._kills % 5 == 4 or len(slots) == 1 else slots[1]
         self._kills += 1
         pid = self.supervisor.kill(slot)
         self.log.log("kill", slot=slot.name, pid=pid, signal="SIGKILL")

@@ -14,7 +14,7 @@ SIZE_GROWTH_MAX = 1.25  # median of the last third / median of the first third, 
 SIZE_SLACK_KB = 2048  # below this absolute growth a table counts as flat (an empty queue flips 8 KB ↔ 64 KB)
 RSS_GROWTH_MAX = 0.10
 RSS_WARMUP_S = 60.0
-RSS_MIN_LIFE_S = 240.0
+RSS_MIN_LIFE_S = 180.0
 
 
 @dataclass
