@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             supervisor.stop(10)
         if opensearch is not None:
             try:
-                opensearch.stop()
+                opensearch.close()
             except Exception as exc:
                 print(f"[soak] could not stop OpenSearch: {exc}", flush=True)
         pg.close()

@@ -103,6 +103,11 @@ class OpenSearch:
             self.thaw()
         self._script("stop", timeout=120)
 
+    def close(self) -> None:
+        """Stop it and delete its data folder (run-PORT): every soak starts from empty indices."""
+        self.stop()
+        shutil.rmtree(self.pidfile.parent, ignore_errors=True)
+
     def pid(self) -> int:
         return int(self.pidfile.read_text().strip())
 
