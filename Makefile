@@ -9,7 +9,7 @@ MODELS ?= fixtures/tiny-models
 # What `make install-gpu` puts in place of onnxruntime: the CUDA 13 build with CUDA and cuDNN from pip (its extras)
 ORT_GPU ?= onnxruntime-gpu[cuda,cudnn]>=1.31
 
-.PHONY: help install install-runtime install-gpu bench-gpu sql models fixtures demo test test-fast lint format bench bench-plumbing bench-nlp bench-e2e bench-writers bench-capture bench-pipeline opensearch-start opensearch-stop clean
+.PHONY: help install install-runtime install-gpu bench-gpu sql models fixtures demo test test-fast lint format bench bench-plumbing bench-nlp bench-e2e bench-writers bench-capture bench-pipeline soak opensearch-start opensearch-stop clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -91,6 +91,9 @@ bench-capture: install  ## trigger variants vs bare (pgbench, 8/32 clients): why
 # No install prerequisite: the GPU machine has no internet (BENCHMARKS.md "GPU": pack.sh, then python3 runs it).
 bench-gpu:  ## GPU (issue 20): export, ONNX vs PyTorch bf16, fp16 drift, listen drain of 20,000 rows; ~8 min on an H200
 	$(if $(wildcard $(PY)),$(PY),python3) scripts/bench_gpu.py $(BENCH_GPU_ARGS)
+MINUTES ?= 60
+soak: install  ## faults for MINUTES (60): kills, PostgreSQL/OpenSearch restarts, killer rows; then the checker (SOAK_ARGS)
+	$(PY) scripts/soak.py --minutes $(MINUTES) --plot docs/bench/soak.png $(SOAK_ARGS)
 
 bench: bench-plumbing bench-nlp bench-e2e bench-writers  ## all benchmarks (prints tables; see BENCHMARKS.md)
 

@@ -279,7 +279,7 @@ def _check_and_convert(
     requested conversion with its drift.
 
     model.onnx (the CPU's fp32) and the int8 files stay unfused, as before fusion existed: on the benchmark CPU
-    the fused fp32 graphs cost ~5 % more CPU (BENCHMARKS.md §7) and the int8 recipe search found no fused variant
+    the fused fp32 graphs cost ~5 % more CPU (BENCHMARKS.md §8) and the int8 recipe search found no fused variant
     faster (§2.1). model.fused.onnx (fp32 on CUDA) and model.fp16.onnx are the fused graph."""
     texts = parity.probe_texts()
     labels = list(parity.PROBE_LABELS)

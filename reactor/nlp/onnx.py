@@ -57,7 +57,7 @@ PRECISIONS = {
     "fp16": "model.fp16.onnx",
 }
 # fp32 with attention, LayerNorm and GELU fused (reactor.nlp.fusion): what CUDA runs for fp32 when the folder has it;
-# the CPU keeps model.onnx (the fused graph cost ~5 % more CPU there, BENCHMARKS.md §7)
+# the CPU keeps model.onnx (the fused graph cost ~5 % more CPU there, BENCHMARKS.md §8)
 FUSED_FP32 = "model.fused.onnx"
 HYPOTHESIS_TEMPLATE = "This example is {}."
 TASK_DIRS = {"sentiment": "sentiment", "zero-shot": "zero-shot"}
