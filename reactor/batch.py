@@ -124,6 +124,7 @@ class ClaimResult:
 
     claim: Claim | None = None
     parked: int = 0
+    isolated: bool = False  # rows of a dead batch: run with nothing else in flight, so a death is theirs
 
 
 @dataclass

@@ -104,16 +104,18 @@ class Pipeline:
         running: set[asyncio.Task[int]] = set()
         error: Exception | None = None
         look = True  # an empty claim is repeated only once a batch finished (its rows' followers may be ready)
+        alone: asyncio.Task[int] | None = None  # a dead batch's rows: nothing else is claimed while they run
         try:
             while True:
                 cfg = gate() if error is None else None
-                if cfg is not None and look and len(running) < self.depth:
+                if cfg is not None and look and len(running) < self.depth and alone not in running:
                     try:
-                        task, parked = await self._claim(cfg)
+                        task, parked, isolated = await self._claim(cfg)
                         handled += parked
                         look = task is not None or parked > 0
                         if task is not None:
                             running.add(task)
+                            alone = task if isolated else alone
                             await self.on_claimed()
                     except Exception as exc:
                         error = exc
@@ -137,12 +139,18 @@ class Pipeline:
             raise error
         return handled
 
-    async def _claim(self, cfg: JobConfig) -> tuple[asyncio.Task[int] | None, int]:
-        """One claim; its batch starts at once (model call queued in order). Returns (batch task, rows parked)."""
+    async def _claim(self, cfg: JobConfig) -> tuple[asyncio.Task[int] | None, int, bool]:
+        """One claim; its batch starts at once (model call queued in order). Returns (batch task, rows parked,
+        whether the batch must run alone). The store learns how many feedbacks are in flight already: a death
+        of the process is charged to a row only when it was the only one (crash bisection, issue 21)."""
         self._seq += 1
         t0 = time.monotonic()
         result = await self.store.claim(
-            token=f"{self.id}:{self._seq}", limit=cfg.batch_size, lease_s=self.lease_s, max_attempts=cfg.max_attempts
+            token=f"{self.id}:{self._seq}",
+            limit=cfg.batch_size,
+            lease_s=self.lease_s,
+            max_attempts=cfg.max_attempts,
+            beside=list(self.in_flight),
         )
         if result.parked:
             self.parked += result.parked
@@ -150,10 +158,10 @@ class Pipeline:
             logs.event(log, "rows.parked", logging.WARNING, rows=result.parked, reason="max_attempts used up")
         claim = result.claim
         if claim is None:
-            return None, result.parked
+            return None, result.parked, False
         self.in_flight[claim.token] = claim
         task = asyncio.create_task(self._batch(claim, cfg, time.monotonic() - t0), name=f"batch {claim.token}")
-        return task, result.parked
+        return task, result.parked, result.isolated
 
     async def _batch(self, claim: Claim, cfg: JobConfig, claim_s: float) -> int:
         """Model, then complete (or give back past the deadline); rows done."""

@@ -124,32 +124,47 @@ class PgStore:
 
     # --- a batch --------------------------------------------------------------------------------------------
 
-    async def claim(self, *, token: str, limit: int, lease_s: float, max_attempts: int) -> ClaimResult:
+    async def claim(
+        self, *, token: str, limit: int, lease_s: float, max_attempts: int, beside: Sequence[str] = ()
+    ) -> ClaimResult:
         """Lease up to `limit` rows in one short transaction; rows past `max_attempts` are parked, not retried.
         Rows of a batch whose reactor died are claimed apart, in half that batch's size, taking turns with fresh
-        rows. Captured changes are promoted from the inbox first, in a transaction of their own (they wait for
-        no stop gate)."""
+        rows, and only when this process has nothing else in flight (`beside`: the tokens of its other batches
+        in flight): a death is charged to a row only when it was the one feedback the process held, so each
+        batch's claim_size counts the feedbacks of the batches beside it too. Captured changes are
+        promoted from the inbox first, in a transaction of their own (they wait for no stop gate)."""
         async with self.pool.connection(timeout=30) as conn:
             async with conn.transaction():
                 free = await (await conn.execute(q("promote_lock"))).fetchone()
                 if free and free[0]:
                     await conn.execute(q("promote"), {"n": PROMOTE_CHUNK})
-            return await self._claim(conn, token=token, limit=limit, lease_s=lease_s, max_attempts=max_attempts)
+            return await self._claim(
+                conn, token=token, limit=limit, lease_s=lease_s, max_attempts=max_attempts, beside=beside
+            )
 
     async def _claim(
-        self, conn: AsyncConnection[Any], *, token: str, limit: int, lease_s: float, max_attempts: int
+        self,
+        conn: AsyncConnection[Any],
+        *,
+        token: str,
+        limit: int,
+        lease_s: float,
+        max_attempts: int,
+        beside: Sequence[str],
     ) -> ClaimResult:
         async with conn.transaction():
             await conn.execute(q("fail_expired_jobs"))
             crashed = await (await conn.execute(q("crashed_batch_size"))).fetchone()
-            params = {"key": self.job_key, "token": token, "lease": lease_s, "n": limit}
+            params = {"key": self.job_key, "token": token, "lease": lease_s, "n": limit, "beside": list(beside)}
             rows: list[QueueRow] = []
-            if crashed is None or self._fresh_turn:
+            if crashed is None or self._fresh_turn or beside:
                 fresh_only = crashed is not None
                 params |= {"crashed_only": False, "fresh_only": fresh_only}
                 rows = [QueueRow(*r) for r in await (await conn.execute(q("claim"), params)).fetchall()]
                 self._fresh_turn = not (fresh_only and rows)  # fresh rows taken: the dead batch's turn next
-            if crashed is not None and not rows:
+            isolated = crashed is not None and not rows and not beside
+            if isolated:
+                assert crashed is not None
                 params |= {"crashed_only": True, "fresh_only": False, "n": max(1, crashed[0] // 2)}
                 rows = [QueueRow(*r) for r in await (await conn.execute(q("claim"), params)).fetchall()]
                 self._fresh_turn = True
@@ -165,6 +180,9 @@ class PgStore:
                     },
                 )
             rows = [r for r in rows if r.attempts <= max_attempts]
+            if rows and beside:  # the batches in flight would die with this one too
+                n = len({r.feedback_id for r in rows})
+                await conn.execute(q("widen_in_flight"), {"tokens": list(beside), "n": n})
             if not rows:
                 return ClaimResult(None, parked=len(exhausted))
             fids = sorted({r.feedback_id for r in rows})
@@ -176,7 +194,8 @@ class PgStore:
                 q("open_job_run"),
                 {"job_id": job[0], "token": token, "worker": self.worker_id, "rows": len(rows), "lease": lease_s},
             )
-        return ClaimResult(Claim.from_rows(token, job[0], rows, texts, labels), parked=len(exhausted))
+        claim = Claim.from_rows(token, job[0], rows, texts, labels)
+        return ClaimResult(claim, parked=len(exhausted), isolated=isolated)
 
     async def extend_lease(self, token: str, lease_s: float) -> None:
         await self._run("extend_lease", {"token": token, "lease": lease_s})

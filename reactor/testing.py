@@ -54,6 +54,7 @@ class InMemoryStore:
     holds: dict[tuple[str, int], asyncio.Event] = field(default_factory=dict)  # (name, nth call) -> go-ahead
     outstanding: set[str] = field(default_factory=set)  # tokens claimed and not completed or released yet
     most_outstanding: int = 0  # the most claims ever outstanding at once
+    beside_seen: list[list[str]] = field(default_factory=list)  # each claim's `beside`: tokens in flight
 
     def script(self, *claims: Claim | ClaimResult) -> None:
         for c in claims:
@@ -132,8 +133,11 @@ class InMemoryStore:
         if self.echo is not None:
             asyncio.get_running_loop().call_soon(self.echo.on_work, payload)
 
-    async def claim(self, *, token: str, limit: int, lease_s: float, max_attempts: int) -> ClaimResult:
+    async def claim(
+        self, *, token: str, limit: int, lease_s: float, max_attempts: int, beside: Sequence[str] = ()
+    ) -> ClaimResult:
         await self._held("claim")
+        self.beside_seen.append(list(beside))
         if not self.config.run_next_job or not self.claims:
             return ClaimResult()
         result = self.claims.popleft()
@@ -141,7 +145,7 @@ class InMemoryStore:
             return result
         self.outstanding.add(token)
         self.most_outstanding = max(self.most_outstanding, len(self.outstanding))
-        return ClaimResult(dataclasses.replace(result.claim, token=token), result.parked)  # the token asked for
+        return dataclasses.replace(result, claim=dataclasses.replace(result.claim, token=token))  # the token asked
 
     async def extend_lease(self, token: str, lease_s: float) -> None:
         self._call("extend_lease")

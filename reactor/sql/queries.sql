@@ -115,7 +115,8 @@ SELECT feedback_id, op, enqueued_at FROM moved ORDER BY enqueued_at;
 -- batch are left alone.
 -- Attempts: a row re-claimed after its batch died (claimed_by still set, lease lapsed) gets that attempt back
 -- when the batch held other feedbacks too (claim_size > 1): the death is not yet its own, and bisection will
--- tell. A death with the row alone stays counted, and adds to `crashes`.
+-- tell. A death with the row alone stays counted, and adds to `crashes`. `beside`: the tokens of the claiming
+-- process's other batches in flight (a pipeline), so claim_size counts every feedback that would die with it.
 WITH gate AS (
     SELECT coalesce((SELECT r.running FROM job_configs c, reactor.read_job_config(c.config::text) r
                       WHERE c.key = %(key)b ORDER BY c.id LIMIT 1), true) AS running
@@ -140,8 +141,14 @@ UPDATE reactor.queue q
        attempts = q.attempts + CASE WHEN q.claimed_by IS NOT NULL AND coalesce(q.claim_size, 1) > 1 THEN 0 ELSE 1 END,
        crashes = q.crashes + CASE WHEN q.claimed_by IS NOT NULL AND coalesce(q.claim_size, 1) = 1 THEN 1 ELSE 0 END,
        claim_size = (SELECT count(DISTINCT feedback_id) FROM picked)
+                  + (SELECT count(DISTINCT o.feedback_id) FROM reactor.queue o WHERE o.claimed_by = ANY(%(beside)b))
  WHERE q.ctid = ANY (ARRAY(SELECT row_id FROM picked))
 RETURNING q.id, q.feedback_id, q.op, q.attempts, q.enqueued_at, q.last_error, q.crashes;
+
+-- name: widen_in_flight
+-- A pipelined process claimed another batch: its batches already in flight now share their fate with n more
+-- feedbacks, so a death is not charged to a row that looked alone when it was claimed.
+UPDATE reactor.queue SET claim_size = claim_size + %(n)s WHERE claimed_by = ANY(%(tokens)s);
 
 -- name: read_feedbacks
 SELECT id, text FROM feedbacks WHERE id = ANY(%(ids)b);

@@ -180,3 +180,38 @@ def test_fresh_rows_take_turns_with_the_bisection(pg_url):
         between = run.claims[first:served]
         assert all(not crashed for _, crashed in between) or len(between) <= 1
     assert scalar(pg_url, "SELECT count(*) FROM reactor.feedback_analysis") == 63 + len(written_before)
+
+
+def test_with_other_batches_in_flight_a_death_is_nobodys_alone(pg_url):
+    """A pipelined reactor (issue 20) holds several batches: it claims a dead batch's rows only when nothing
+    else is in flight, and one-row batches in flight together are not charged when the process dies: neither
+    the one claimed beside the other (`beside`) nor the one claimed first."""
+    first, second = insert(pg_url, ["dies in a batch of two", "dies beside it"])
+
+    async def go() -> list[tuple[int, bool]]:
+        store = store_for(pg_url)
+        await store.open()
+        try:
+            a = (await store.claim(token="a", limit=1, lease_s=30, max_attempts=2)).claim
+            b = (await store.claim(token="b", limit=1, lease_s=30, max_attempts=2, beside=["a"])).claim
+            assert a is not None and b is not None
+            lapse(pg_url, "a")
+            lapse(pg_url, "b")  # the process died holding both
+            fresh = insert(pg_url, ["committed after the death"])
+            answers = []
+            for beside in (["x"], [], []):  # beside others: no crashed row; alone: one, run isolated
+                r = await store.claim(token=f"c{len(answers)}", limit=10, lease_s=30, max_attempts=2, beside=beside)
+                assert r.claim is not None
+                answers.append((r.claim.feedback_ids, r.isolated, r.claim.attempts))
+                await store.complete(r.claim, ENRICHER.enrich(r.claim.items, r.claim.labels), max_attempts=2)
+            assert answers[0] == (fresh, False, {fresh[0]: 1})
+            return answers
+        finally:
+            await store.close()
+
+    answers = asyncio.run(go())
+    # attempt 1 again for both: the death with two feedbacks in the process was charged to neither
+    assert answers[1:] == [([first], True, {first: 1}), ([second], True, {second: 1})]
+    assert scalar(pg_url, "SELECT count(*) FROM reactor.failed") == 0
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT count(*) FROM reactor.feedback_analysis").fetchone()[0] == 3

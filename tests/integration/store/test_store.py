@@ -98,7 +98,7 @@ def test_a_feedback_leased_by_one_batch_is_left_alone_by_the_next(pg_url):
 def _claim_in_open_transaction(conn: psycopg.Connection, token: str) -> Claim:
     """The claim's statements in a transaction the caller commits later (its lease stays invisible till then)."""
     params = {"key": "feedback_analysis", "n": 10, "token": token, "lease": 30}
-    params |= {"crashed_only": False, "fresh_only": False}
+    params |= {"crashed_only": False, "fresh_only": False, "beside": []}
     rows = [QueueRow(*r) for r in conn.execute(q("claim"), params).fetchall()]
     fids = sorted({r.feedback_id for r in rows})
     texts = dict(conn.execute(q("read_feedbacks"), {"ids": fids}).fetchall())

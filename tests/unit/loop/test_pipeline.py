@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from reactor.batch import ClaimResult
 from reactor.control import JobConfig
 from reactor.enrich import Enricher
 from reactor.nlp.standin import StandInSentiment, StandInZeroShot
@@ -85,6 +86,38 @@ def test_never_more_than_k_batches_in_flight(k):
         finally:
             model.open()
         assert store.most_outstanding == k  # reached, never passed
+
+    run(go())
+
+
+def test_a_dead_batchs_rows_run_alone_and_every_claim_says_what_is_in_flight():
+    """Crash bisection (issue 21) charges a death to a row only if the process held nothing else: the store is
+    told the batches already in flight (`beside`), and a claim of a dead batch's rows (`isolated`) is followed
+    by no other claim until it is done."""
+
+    async def go():
+        store, model = InMemoryStore(), HeldSentiment()
+        store.script(
+            make_claim("fresh"),
+            ClaimResult(make_claim("a dead batch's row"), isolated=True),
+            make_claim("after it"),
+        )
+        try:
+            async with held(store, model, in_flight=3) as h:
+                await until(lambda: len(h.reactor.in_flight) == 2)
+                await asyncio.sleep(0.02)  # room for a wrong third claim (none may come while the row runs)
+                assert store.count("claim") == 2 and [len(b) for b in store.beside_seen] == [0, 1]
+                model.go()  # "fresh" done; the isolated batch still runs: still no claim
+                await until(lambda: completed(store) == ["fresh"])
+                await asyncio.sleep(0.02)
+                assert store.count("claim") == 2
+                model.go()
+                await until(lambda: completed(store)[:2] == ["fresh", "a dead batch's row"])
+                await until(lambda: store.count("claim") >= 3)
+                model.go()
+                await until(lambda: completed(store) == ["fresh", "a dead batch's row", "after it"])
+        finally:
+            model.open()
 
     run(go())
 
