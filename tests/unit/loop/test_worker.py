@@ -167,7 +167,8 @@ def test_waiting_out_the_grace_period_does_not_spin():
 
     async def go():
         store = InMemoryStore()
-        async with Harness(store, enricher=Enricher(SlowSentiment(0.3), StandInZeroShot()), grace_s=5.0) as h:
+        store.script(make_claim("a slow call outlives the stop request"))  # the start's catch-up claims it
+        async with Harness(store, enricher=Enricher(SlowSentiment(1.0), StandInZeroShot()), grace_s=5.0) as h:
             turns = 0
             past_deadline = h.reactor.pipeline._past_deadline
 
@@ -177,8 +178,6 @@ def test_waiting_out_the_grace_period_does_not_spin():
                 return past_deadline()
 
             h.reactor.pipeline._past_deadline = counted  # type: ignore[method-assign]
-            store.script(make_claim("a slow call outlives the stop request"))
-            h.listener.work()
             await until(lambda: h.reactor.model_call_running)
             h.reactor.request_stop("test")
             await asyncio.wait_for(h.task, 3)
@@ -244,7 +243,8 @@ def test_a_notification_wakes_the_armed_reactor_which_disarms_while_busy():
     async def go():
         store = InMemoryStore()
         async with Harness(store) as h:
-            await until(lambda: store.armed)
+            # start-up sleep: all its looks done, or one of them (not the notification) finds the new row
+            await until(lambda: store.armed and store.count("ready_rows") >= 4)
             store.script(make_claim("new row"))
             h.listener.work()
             await until(lambda: h.wakeups("notify") == 1 and store.armed)
