@@ -80,9 +80,8 @@ class Session:
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[tuning.opt_level]
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        available = ort.get_available_providers()
-        want_cuda = device == "cuda" or (device == "auto" and "CUDAExecutionProvider" in available)
-        if device == "cuda" and "CUDAExecutionProvider" not in available:
+        want_cuda = cuda_wanted(device)
+        if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
             raise ModelLoadError(gpu.provider_missing(ort))
         if want_cuda:
             gpu.preload(ort)
