@@ -97,6 +97,7 @@ def test_the_loop_with_two_batches_in_flight_analyses_every_row_once(pg_url):
             execute(pg_url, f"DELETE FROM feedbacks WHERE id IN ({ids[0]}, {ids[-1]})")
             execute(pg_url, f"UPDATE feedbacks SET text = 'changed text' WHERE id = {ids[1]}")
             await until(lambda: word_counts_of(pg_url, ids[1]) == {"changed": 1, "text": 1} and waiting(pg_url) == 0)
+            await until(lambda: reactor.rows >= len(ids) + 3)  # counted once complete has returned, after commit
             assert analysed(pg_url) == len(ids) - 2 and reactor.rows >= len(ids) + 3
 
     asyncio.run(go())
