@@ -1,6 +1,7 @@
 """The reactor's periodic chores, beside the loop and never on its hot path: heartbeats (what `reactor status`
 lists), gauges for /metrics and /health, and pruning what would grow forever: `jobs` rows past
-`jobs_retention_days` and tombstones no queue row needs, in small batches so writers never wait on it."""
+`jobs_retention_days` and tombstones no queue row needs, in small batches so writers never wait on it; and
+freed heap given back to the OS (reactor.memory)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from reactor import logs
 from reactor.batching import sleep_unless
 from reactor.control import JobConfig
 from reactor.db import TRANSIENT
+from reactor.memory import release_free_heap
 from reactor.observability import Metrics
 from reactor.ports import Listener, Store
 
@@ -51,6 +53,7 @@ class Housekeeping:
             asyncio.create_task(self._heartbeat(stop), name="heartbeat"),
             asyncio.create_task(self._gauges(stop), name="gauges"),
             asyncio.create_task(self._prune(stop), name="prune"),
+            asyncio.create_task(self._release_memory(stop), name="release-memory"),
         ]
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
@@ -82,6 +85,12 @@ class Housekeeping:
             self.metrics.paused.set(1 if self.state() == "paused" else 0)
             self.metrics.notify_queue.set(self.listener.queue_usage)
             await sleep_unless(stop, self.gauges_s)
+
+    async def _release_memory(self, stop: asyncio.Event) -> None:
+        """Freed heap back to the OS once a minute, so RSS follows the work rather than its busiest minute."""
+        while not stop.is_set():
+            await sleep_unless(stop, self.prune_s)
+            release_free_heap()
 
     async def _prune(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

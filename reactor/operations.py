@@ -162,6 +162,12 @@ def reprocess_chunk(conn: Conn, params: dict[str, Any]) -> tuple[int, int, int] 
     return row[0], row[1], row[2]
 
 
+def reprocess_waiting(conn: Conn, cap: int) -> int:
+    """Low-priority rows still queued, counted up to `cap`."""
+    row = _one(conn, "reprocess_waiting", {"cap": cap})
+    return int(row[0]) if row else 0
+
+
 def prune_count(conn: Conn, params: dict[str, Any]) -> int:
     row = _one(conn, "prune_jobs_count", params)
     return int(row[0]) if row else 0

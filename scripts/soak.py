@@ -46,7 +46,7 @@ from soaklib.monitor import Monitor, plot  # noqa: E402
 from soaklib.report import targets  # noqa: E402
 
 PROFILES = {  # rate: changes/s outside bursts; the full hour needs ≥ 280 on average (bursts included)
-    "full": {"rate": 260.0, "writers": 6, "lease": 5.0, "batch_size": 8, "delay_ms": 5.0},
+    "full": {"rate": 260.0, "writers": 6, "lease": 5.0, "batch_size": 100, "delay_ms": 5.0},
     "ci": {"rate": 40.0, "writers": 2, "lease": 3.0, "batch_size": 8, "delay_ms": 5.0},
 }
 
@@ -62,8 +62,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--profile",
         choices=sorted(PROFILES),
         default=None,
-        help="full: 260 changes/s steady (~310/s with bursts), 6 writers, lease 5 s; ci: 40/s, 2 writers, "
-        "lease 3 s; both batch_size 8, stand-in 5 ms per batch (default: full for ≥ 30 min, else ci)",
+        help="full: 260 changes/s steady (~310/s with bursts), 6 writers, lease 5 s, batch_size 100; ci: 40/s, "
+        "2 writers, lease 3 s, batch_size 8; both stand-in 5 ms per batch (default: full for ≥ 30 min, else ci)",
     )
     p.add_argument("--rows-per-s", type=float, help="steady changes/s (bursts ×4 for 4 s every 60 s)")
     p.add_argument("--writers", type=int, help="writer threads")

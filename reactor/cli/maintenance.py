@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -9,6 +11,10 @@ import click
 
 from reactor import operations
 from reactor.cli.common import CONTEXT, connect, database_url, load_enricher, open_db, settings_from_env
+
+MAX_WAITING = 10_000  # low-priority rows queued at once by `reprocess`: bounds the queue table, not the pace
+WAIT_POLL_S = 0.5
+STALL_NOTE_S = 30.0
 
 
 class PlainDate(click.DateTime):
@@ -85,14 +91,30 @@ def retry_failed(only: str | None) -> None:
     show_default=True,
     help="Rows requeued per transaction.",
 )
+@click.option(
+    "--max-waiting",
+    type=click.IntRange(min=0, max=100_000_000),
+    metavar="ROWS",
+    default=MAX_WAITING,
+    show_default=True,
+    help="Requeue more only while fewer low-priority rows wait in the queue (it stays small, the reactors set "
+    "the pace); 0: requeue everything at once.",
+)
 @click.option("--dry-run", is_flag=True, help="Only count the rows.")
-def reprocess(mode: str, since: datetime | None, models: str | None, chunk: int, dry_run: bool) -> None:
+def reprocess(
+    mode: str, since: datetime | None, models: str | None, chunk: int, max_waiting: int, dry_run: bool
+) -> None:
     """Requeue analysed rows for a fresh analysis at low priority (new feedback is always served first).
+
+    The rows go in as the reactors take them (at most --max-waiting at a time), so the command runs until the
+    last chunk is queued; stopped early (Ctrl-C), what it queued stays queued, and running `--stale` or
+    `--since` again carries on where it stopped.
 
     \b
     Examples:
       reactor reprocess --dry-run            # how many rows are stale
       reactor reprocess --since 2024-05-01
+      reactor reprocess --all --max-waiting 0
     """
     from tqdm import tqdm
 
@@ -125,8 +147,12 @@ def reprocess(mode: str, since: datetime | None, models: str | None, chunk: int,
             click.echo(f"{total} analysed rows match ({mode})")
             return
         queued = 0
+        if max_waiting:  # half the limit at most: the next chunk goes in while the reactors work on the last
+            params["chunk"] = min(chunk, max(1, max_waiting // 2))
         with tqdm(total=total, unit="row", desc="requeue", disable=None) as bar:
             while True:
+                if max_waiting:
+                    _wait_for_room(conn, max_waiting - params["chunk"], bar.write)
                 chunk_row = operations.reprocess_chunk(conn, params)
                 if chunk_row is None:
                     break
@@ -135,6 +161,21 @@ def reprocess(mode: str, since: datetime | None, models: str | None, chunk: int,
                 params["after"] = last
                 bar.update(seen)
     click.echo(f"requeued {queued} of {total} rows ({mode}); rows already waiting were left as they are")
+
+
+def _wait_for_room(conn: operations.Conn, room: int, say: Callable[[str], None]) -> None:
+    """Block while more than `room` low-priority rows wait; say once when they stop going down."""
+    best, since, said = None, time.monotonic(), False
+    while (waiting := operations.reprocess_waiting(conn, room + 1)) > room:
+        if best is None or waiting < best:
+            best, since = waiting, time.monotonic()
+        elif not said and time.monotonic() - since > STALL_NOTE_S:
+            say(
+                f"{waiting}+ rows wait for a reactor and none went for {STALL_NOTE_S:.0f} s: is `reactor listen` "
+                "running, or is the job stopped (`reactor status`)? Ctrl-C leaves what is queued in place."
+            )
+            said = True
+        time.sleep(WAIT_POLL_S)
 
 
 PRUNE_BATCH = 1000

@@ -394,6 +394,10 @@ WITH chosen AS (
 )
 SELECT (SELECT max(feedback_id) FROM chosen), (SELECT count(*) FROM chosen), (SELECT count(*) FROM queued);
 
+-- name: reprocess_waiting
+-- Low-priority rows still in the queue, counted up to `cap` (the CLI only asks whether its limit leaves room).
+SELECT count(*) FROM (SELECT 1 FROM reactor.queue WHERE priority > 0 LIMIT %(cap)s) w;
+
 -- name: reprocess_in_flight
 -- A batch computing now may use the topics and models that were current at its claim: each of its feedbacks gets
 -- a fresh low-priority row too, unless an unclaimed upsert/delete row already waits for it.

@@ -168,7 +168,7 @@ class Actions:
     def _cli_until_ok(self, *args: str, tries: int = 60) -> subprocess.CompletedProcess[str]:
         """A command retried while it fails (PostgreSQL restarting, OpenSearch down): an operator would retry."""
         for n in range(tries):
-            res = run_cli(self.cli_env, *args)
+            res = run_cli(self.cli_env, *args, timeout=3600 if args[0] == "reprocess" else 600)  # paced: minutes
             if res.returncode == 0:
                 return res
             self.log.log(f"cli.{args[0]}", error=(res.stderr or res.stdout).strip()[-300:], attempt=n + 1)

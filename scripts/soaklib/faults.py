@@ -134,8 +134,13 @@ class FaultLog:
         return [e for e in self.events if abs(e["t"] - t) <= seconds and e["kind"] != "load"]
 
 
+# operations an operator runs under load, not faults: shown in the plot, but latency during them counts
+BACKGROUND = frozenset({"reindex", "reprocess"})
+
+
 def in_window(t: float, windows: list[tuple[float, float, str]]) -> bool:
-    return any(start <= t <= end for start, end, _ in windows)
+    """In a fault's window (a background operation's does not count)."""
+    return any(start <= t <= end for start, end, kind in windows if kind not in BACKGROUND)
 
 
 def _short(fields: dict[str, Any]) -> str:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+
 import psycopg
 
 from reactor.enrich import topic_set_id
-from tests.support.db import scalar, wait_until
-from tests.support.processes import run_cli
+from tests.support.db import assert_invariants, scalar, wait_until
+from tests.support.processes import ROOT, reactor_env, run_cli
 
 
 def _seed(url: str, n: int) -> None:
@@ -68,3 +72,36 @@ def test_reprocess_does_not_starve_fresh_inserts(pg_url, start_reactor):
     )
     backlog = scalar(pg_url, "SELECT count(*) FROM reactor.queue WHERE priority = 2")
     assert backlog > 100, f"fresh rows should jump the reprocessing backlog (left: {backlog})"
+
+
+def test_reprocess_queues_at_most_max_waiting_rows_and_goes_on_as_the_reactor_takes_them(pg_url, start_reactor):
+    _seed(pg_url, 30)
+    start_reactor("--exit-when-idle").proc.wait(60)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO topics (label) VALUES ('support')")
+    waiting = "SELECT count(*) FROM reactor.queue WHERE priority = 2"
+    # No reactor runs: the command must stop at its limit (10 rows, chunks of 5) and wait, not queue all 30.
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "reactor", "reprocess", "--max-waiting", "10", "--chunk", "100"],
+        env=reactor_env(pg_url),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: scalar(pg_url, waiting) == 10, 30, "the first two chunks queued")
+        time.sleep(1.5)  # several polls of the command: it must still be waiting, with no more rows queued
+        assert cli.poll() is None and scalar(pg_url, waiting) == 10
+        start_reactor()
+        out, err = cli.communicate(timeout=60)
+    finally:
+        cli.kill()
+    assert cli.returncode == 0 and "requeued 30 of 30 rows (stale)" in out, out + err
+    new_set = topic_set_id(["delivery", "price", "support"])
+    wait_until(
+        lambda: scalar(pg_url, "SELECT count(*) FROM reactor.feedback_analysis WHERE topic_set = %s", [new_set]) == 30,
+        30,
+        "all rows re-analysed with the new topic set",
+    )
+    assert_invariants(pg_url)

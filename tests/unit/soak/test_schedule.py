@@ -39,3 +39,13 @@ def test_fault_windows_cover_the_recovery(tmp_path):
     assert in_window(kill["t"] + 6.9, windows)  # lease + restart + 3 s
     assert in_window(end["t"] + 4.9, windows) and not in_window(end["t"] + 8, windows)
     assert len((tmp_path / "faults.jsonl").read_text().splitlines()) == 3
+
+
+def test_latency_during_a_reindex_or_reprocess_counts(tmp_path):
+    log = FaultLog(tmp_path / "faults.jsonl", lease_s=3, restart_s=1)
+    start = log.log("reprocess", "start", id=1)
+    log.log("reprocess", "end", id=1)
+    log.close()
+    windows = log.windows()
+    assert [kind for _, _, kind in windows] == ["reprocess"]  # still shown in the plot
+    assert not in_window(start["t"] + 0.001, windows)
