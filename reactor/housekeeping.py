@@ -1,7 +1,8 @@
 """The reactor's periodic chores, beside the loop and never on its hot path: heartbeats (what `reactor status`
 lists), gauges for /metrics and /health, and pruning what would grow forever: `jobs` rows past
 `jobs_retention_days` and tombstones no queue row needs, in small batches so writers never wait on it; and
-freed heap given back to the OS (reactor.memory)."""
+freed heap given back to the OS (reactor.memory); and a VACUUM of the inbox, queue and outbox after every few
+thousand rows, so a burst does not leave them grown to its size."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from reactor.ports import Listener, Store
 
 log = logging.getLogger("reactor.housekeeping")
 PRUNE_BATCH = 1000
+VACUUM_EVERY_ROWS = 5000  # rows handled by this process between two VACUUMs of inbox, queue and outbox
+VACUUM_CHECK_S = 1.0
 
 
 class Housekeeping:
@@ -34,13 +37,16 @@ class Housekeeping:
         metrics: Metrics,
         state: Callable[[], str],
         config: Callable[[], JobConfig],
+        handled: Callable[[], int] = lambda: 0,
         *,
+        vacuum_every_rows: int = VACUUM_EVERY_ROWS,
         heartbeat_s: float = 5.0,
         gauges_s: float = 2.0,
         prune_s: float = 60.0,
     ) -> None:
         self.store, self.listener, self.metrics, self.state, self.config = store, listener, metrics, state, config
         self.heartbeat_s, self.gauges_s, self.prune_s = heartbeat_s, gauges_s, prune_s
+        self.handled, self.vacuum_every_rows = handled, vacuum_every_rows
         self.oldest_ready_s: float | None = None
         self._beat = asyncio.Event()
 
@@ -54,6 +60,7 @@ class Housekeeping:
             asyncio.create_task(self._gauges(stop), name="gauges"),
             asyncio.create_task(self._prune(stop), name="prune"),
             asyncio.create_task(self._release_memory(stop), name="release-memory"),
+            asyncio.create_task(self._vacuum(stop), name="vacuum"),
         ]
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
@@ -85,6 +92,18 @@ class Housekeeping:
             self.metrics.paused.set(1 if self.state() == "paused" else 0)
             self.metrics.notify_queue.set(self.listener.queue_usage)
             await sleep_unless(stop, self.gauges_s)
+
+    async def _vacuum(self, stop: asyncio.Event) -> None:
+        """VACUUM the inbox, queue and outbox after every `vacuum_every_rows` rows this process handled: their
+        dead rows are reused before a burst can grow the tables (autovacuum comes a minute apart at best)."""
+        last = self.handled()
+        while not stop.is_set():
+            await sleep_unless(stop, VACUUM_CHECK_S)
+            done = self.handled()
+            if self.vacuum_every_rows and done - last >= self.vacuum_every_rows:
+                last = done
+                with contextlib.suppress(*TRANSIENT, psycopg.errors.UndefinedTable):
+                    await self.store.vacuum_queues()
 
     async def _release_memory(self, stop: asyncio.Event) -> None:
         """Freed heap back to the OS once a minute, so RSS follows the work rather than its busiest minute."""

@@ -88,6 +88,11 @@ class PgStore:
             queue, failed, outbox, oldest = await (await conn.execute(q("gauges"))).fetchone()  # type: ignore[misc]
         return Gauges(queue, failed, outbox, float(oldest) if oldest is not None else None)
 
+    async def vacuum_queues(self) -> None:
+        """VACUUM the inbox, queue and outbox now (housekeeping decides when: after enough rows went through)."""
+        async with self.pool.connection(timeout=10) as conn:  # the pool's connections are autocommit
+            await conn.execute(q("vacuum_queue_tables"))
+
     async def prune(self, *, retention_days: int, batch: int = 1000) -> dict[str, int]:
         """One small batch of housekeeping: `jobs` rows past the retention (with their job_runs) and tombstones
         no older queue row can need any more. Call again while anything was removed."""

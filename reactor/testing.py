@@ -112,6 +112,9 @@ class InMemoryStore:
         self._call("prune")
         return {"jobs": 0, "tombstones": 0}
 
+    async def vacuum_queues(self) -> None:
+        self._call("vacuum_queues")
+
     async def arm(self, ttl_s: float) -> None:
         self._call("arm")
         self.armed = True

@@ -87,6 +87,7 @@ class Reactor:
             self.metrics,
             lambda: self.state,
             lambda: self.config,
+            lambda: self.pipeline.rows,
             heartbeat_s=self.opt.heartbeat_s,
             prune_s=self.opt.prune_s,
         )

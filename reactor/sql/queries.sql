@@ -394,6 +394,13 @@ WITH chosen AS (
 )
 SELECT (SELECT max(feedback_id) FROM chosen), (SELECT count(*) FROM chosen), (SELECT count(*) FROM queued);
 
+-- name: vacuum_queue_tables
+-- The reactor helping autovacuum (reactor.housekeeping): rows of these tables live a fraction of a second, and
+-- in a burst (a reprocess, an outbox catch-up) more die between two autovacuum runs (a minute apart) than the
+-- tables hold live, so they would grow to that burst's size and stay there. SKIP_LOCKED: a table another
+-- vacuum holds is left to it. Run by a role that does not own them, PostgreSQL only warns and skips them.
+VACUUM (SKIP_LOCKED) reactor.inbox, reactor.queue, reactor.outbox;
+
 -- name: reprocess_waiting
 -- Low-priority rows still in the queue, counted up to `cap` (the CLI only asks whether its limit leaves room).
 SELECT count(*) FROM (SELECT 1 FROM reactor.queue WHERE priority > 0 LIMIT %(cap)s) w;

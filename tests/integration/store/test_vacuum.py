@@ -1,0 +1,60 @@
+"""PgStore.vacuum_queues: the reactor helping autovacuum, so a burst through the queue tables does not leave
+them grown to its size (issue 22)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+
+from tests.support.db import scalar
+from tests.support.inprocess import store_for
+
+SIZE = "SELECT pg_relation_size('reactor.queue')"
+
+
+def _churn(url: str, rows: int) -> None:
+    """A burst: rows queued, claimed and removed, as the reactor does (insert, update, delete)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO reactor.queue (feedback_id, op, priority) SELECT g, 'upsert', 2 FROM generate_series(1, %s) g",
+            [rows],
+        )
+        conn.execute("UPDATE reactor.queue SET claimed_by = 'w', claimed_until = now() + interval '1 minute'")
+        conn.execute("DELETE FROM reactor.queue")
+
+
+def _vacuum(url: str) -> None:
+    async def go() -> None:
+        store = store_for(url)
+        await store.open()
+        try:
+            await store.vacuum_queues()
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
+def test_a_second_burst_reuses_the_space_the_vacuum_freed(pg_url):
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # only this test's VACUUM may act
+        for table in ("inbox", "queue", "outbox"):
+            conn.execute(f"ALTER TABLE reactor.{table} SET (autovacuum_enabled = false)")
+    _churn(pg_url, 5000)
+    first = scalar(pg_url, SIZE)
+    _churn(pg_url, 5000)
+    unvacuumed = scalar(pg_url, SIZE)
+    assert unvacuumed > first * 1.5, "without a vacuum the second burst needs new pages (else this shows nothing)"
+    _vacuum(pg_url)
+    _churn(pg_url, 5000)
+    _vacuum(pg_url)
+    _churn(pg_url, 5000)
+    assert scalar(pg_url, SIZE) <= unvacuumed, "after each vacuum a burst of the same size fits in the freed pages"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        vacuumed = dict(
+            conn.execute(
+                "SELECT relname, vacuum_count FROM pg_stat_user_tables"
+                " WHERE schemaname = 'reactor' AND relname IN ('inbox', 'queue', 'outbox')"
+            ).fetchall()
+        )
+    assert vacuumed == {"inbox": 2, "queue": 2, "outbox": 2}

@@ -1,0 +1,34 @@
+"""Housekeeping's VACUUM cadence: after every `vacuum_every_rows` rows this process handled, never before."""
+
+from __future__ import annotations
+
+import asyncio
+
+from reactor import housekeeping
+from reactor.control import JobConfig
+from reactor.housekeeping import Housekeeping
+from reactor.observability import Metrics
+from reactor.testing import FakeListener, InMemoryStore
+
+
+def test_the_queue_tables_are_vacuumed_after_every_n_rows_handled(monkeypatch):
+    monkeypatch.setattr(housekeeping, "VACUUM_CHECK_S", 0.01)
+
+    async def go() -> list[int]:
+        store, handled, seen = InMemoryStore(), [0], []
+        chores = Housekeeping(
+            store, FakeListener(), Metrics(), lambda: "running", JobConfig, lambda: handled[0],
+            vacuum_every_rows=100, heartbeat_s=60, gauges_s=60, prune_s=60,
+        )  # fmt: skip
+        stop = asyncio.Event()
+        tasks = chores.tasks(stop)
+        await asyncio.sleep(0.05)  # the chore starts counting from 0 rows
+        for rows in (40, 99, 100, 150, 199, 260, 260, 261):
+            handled[0] = rows
+            await asyncio.sleep(0.05)
+            seen.append(store.calls.count("vacuum_queues"))
+        stop.set()
+        await asyncio.gather(*tasks)
+        return seen
+
+    assert asyncio.run(go()) == [0, 0, 1, 1, 1, 2, 2, 2]
