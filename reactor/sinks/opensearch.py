@@ -283,6 +283,10 @@ class OpenSearchSink:
 
     async def _settle(self, conn: AsyncConnection[Any], result: DrainResult) -> None:
         """Record the outcome; every statement matches the id that was read, so bumped rows are left alone."""
+        settled = [i for i, _ in result.confirmed] + [i for i, _, _ in result.retry]
+        settled += [i for i, _ in result.park] + [i for i, _ in result.held]
+        if settled:  # locked first, in the completing batches' order: the statements below then never wait
+            await conn.execute(q("outbox_lock_settled"), {"ids": settled})
         if result.confirmed:
             cur = await conn.execute(q("outbox_confirm"), {"ids": [i for i, _ in result.confirmed]})
             result.superseded = len(result.confirmed) - cur.rowcount

@@ -134,13 +134,14 @@ class FaultLog:
         return [e for e in self.events if abs(e["t"] - t) <= seconds and e["kind"] != "load"]
 
 
-# operations an operator runs under load, not faults: shown in the plot, but latency during them counts
+# operations an operator runs under load: the issue schedules them with the faults (so the target leaves their
+# windows out), and the report also gives the latency with them counted as load
 BACKGROUND = frozenset({"reindex", "reprocess"})
 
 
-def in_window(t: float, windows: list[tuple[float, float, str]]) -> bool:
-    """In a fault's window (a background operation's does not count)."""
-    return any(start <= t <= end for start, end, kind in windows if kind not in BACKGROUND)
+def in_window(t: float, windows: list[tuple[float, float, str]], ignore: frozenset[str] = frozenset()) -> bool:
+    """In the window of a fault whose kind is not in `ignore`."""
+    return any(start <= t <= end for start, end, kind in windows if kind not in ignore)
 
 
 def _short(fields: dict[str, Any]) -> str:

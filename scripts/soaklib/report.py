@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .faults import in_window
+from .faults import BACKGROUND, in_window
 from .monitor import Series, percentile
 
 P99_TARGET_MS = 100.0
@@ -40,6 +40,7 @@ def targets(
     out.append(Target("other breaches (checker)", str(counts.get("other", 0)), counts.get("other", 0) == 0, True))
     all_ms = [(d - c) * 1000 for c, d in series.latency]
     clean = [(d - c) * 1000 for c, d in series.latency if not in_window(c, windows)]
+    loaded = [(d - c) * 1000 for c, d in series.latency if not in_window(c, windows, BACKGROUND)]
     p99 = percentile(clean, 99)
     out.append(
         Target(
@@ -49,6 +50,16 @@ def targets(
             enforce,
         )
     )
+    if loaded:  # for the record: reindex and reprocess counted as load, not as faults
+        p99_loaded = percentile(loaded, 99)
+        out.append(
+            Target(
+                "  same, reindex/reprocess counted as load",
+                f"{p99_loaded:.1f} ms (n={len(loaded)})",
+                p99_loaded <= P99_TARGET_MS,
+                False,
+            )
+        )
     rows = [r for r in series.rows if float(r["t"]) - t0 >= warmup_s and r.get("analysis_kb") not in (None, "")]  # type: ignore[arg-type]
     for name in ("inbox_kb", "queue_kb", "outbox_kb", "analysis_per_row"):
         values = [_size(r, name) for r in rows]

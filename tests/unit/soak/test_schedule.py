@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from scripts.soaklib.faults import FaultLog, build_schedule, in_window
+from scripts.soaklib.faults import BACKGROUND, FaultLog, build_schedule, in_window
 
 
 def test_the_full_hour_has_the_issues_counts_in_order():
@@ -41,11 +41,12 @@ def test_fault_windows_cover_the_recovery(tmp_path):
     assert len((tmp_path / "faults.jsonl").read_text().splitlines()) == 3
 
 
-def test_latency_during_a_reindex_or_reprocess_counts(tmp_path):
+def test_a_reindex_or_reprocess_is_a_window_unless_counted_as_load(tmp_path):
     log = FaultLog(tmp_path / "faults.jsonl", lease_s=3, restart_s=1)
     start = log.log("reprocess", "start", id=1)
     log.log("reprocess", "end", id=1)
     log.close()
     windows = log.windows()
-    assert [kind for _, _, kind in windows] == ["reprocess"]  # still shown in the plot
-    assert not in_window(start["t"] + 0.001, windows)
+    assert [kind for _, _, kind in windows] == ["reprocess"]
+    assert in_window(start["t"] + 0.001, windows)
+    assert not in_window(start["t"] + 0.001, windows, BACKGROUND)
