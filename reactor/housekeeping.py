@@ -1,8 +1,8 @@
 """The reactor's periodic chores, beside the loop and never on its hot path: heartbeats (what `reactor status`
 lists), gauges for /metrics and /health, and pruning what would grow forever: `jobs` rows past
 `jobs_retention_days` and tombstones no queue row needs, in small batches so writers never wait on it; and
-freed heap given back to the OS (reactor.memory); and a VACUUM of the inbox, queue and outbox after every few
-thousand rows, so a burst does not leave them grown to its size."""
+freed heap given back to the OS (reactor.memory); and a VACUUM of the inbox, queue, outbox and analysis table
+after every few thousand rows, so a burst (a reprocess, an outbox catch-up) does not leave them grown to its size."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from reactor.ports import Listener, Store
 
 log = logging.getLogger("reactor.housekeeping")
 PRUNE_BATCH = 1000
-VACUUM_EVERY_ROWS = 5000  # rows handled by this process between two VACUUMs of inbox, queue and outbox
+VACUUM_EVERY_ROWS = 5000  # rows this process handled between two VACUUMs (store.vacuum_queues)
 VACUUM_CHECK_S = 1.0
 
 
@@ -94,8 +94,8 @@ class Housekeeping:
             await sleep_unless(stop, self.gauges_s)
 
     async def _vacuum(self, stop: asyncio.Event) -> None:
-        """VACUUM the inbox, queue and outbox after every `vacuum_every_rows` rows this process handled: their
-        dead rows are reused before a burst can grow the tables (autovacuum comes a minute apart at best)."""
+        """VACUUM the inbox, queue, outbox and analysis table after every `vacuum_every_rows` rows this process
+        handled: their dead rows are reused before a burst can grow the tables (autovacuum comes a minute apart)."""
         last = self.handled()
         while not stop.is_set():
             await sleep_unless(stop, VACUUM_CHECK_S)

@@ -89,7 +89,8 @@ class PgStore:
         return Gauges(queue, failed, outbox, float(oldest) if oldest is not None else None)
 
     async def vacuum_queues(self) -> None:
-        """VACUUM the inbox, queue and outbox now (housekeeping decides when: after enough rows went through)."""
+        """VACUUM the inbox, queue, outbox and analysis table now (housekeeping decides when: after enough rows
+        went through)."""
         async with self.pool.connection(timeout=10) as conn:  # the pool's connections are autocommit
             await conn.execute(q("vacuum_queue_tables"))
 

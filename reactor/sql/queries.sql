@@ -398,11 +398,13 @@ WITH chosen AS (
 SELECT (SELECT max(feedback_id) FROM chosen), (SELECT count(*) FROM chosen), (SELECT count(*) FROM queued);
 
 -- name: vacuum_queue_tables
--- The reactor helping autovacuum (reactor.housekeeping): rows of these tables live a fraction of a second, and
--- in a burst (a reprocess, an outbox catch-up) more die between two autovacuum runs (a minute apart) than the
--- tables hold live, so they would grow to that burst's size and stay there. SKIP_LOCKED: a table another
--- vacuum holds is left to it. Run by a role that does not own them, PostgreSQL only warns and skips them.
-VACUUM (SKIP_LOCKED) reactor.inbox, reactor.queue, reactor.outbox;
+-- The reactor helping autovacuum (reactor.housekeeping): rows of inbox, queue and outbox live a fraction of a
+-- second, and in a burst (a reprocess, an outbox catch-up) more die between two autovacuum runs (a minute
+-- apart) than the tables hold live, so they would grow to that burst's size and stay there. feedback_analysis
+-- too: a reprocess rewrites every row within minutes, and space freed while it runs is reused by the rewrites
+-- that follow rather than added to. Cheap when nothing burst: vacuum skips the all-visible pages. SKIP_LOCKED:
+-- a table another vacuum holds is left to it. Run by a role that does not own them, PostgreSQL only warns.
+VACUUM (SKIP_LOCKED) reactor.inbox, reactor.queue, reactor.outbox, reactor.feedback_analysis;
 
 -- name: reprocess_waiting
 -- Low-priority rows still in the queue, counted up to `cap` (the CLI only asks whether its limit leaves room).
