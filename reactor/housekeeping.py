@@ -103,7 +103,9 @@ class Housekeeping:
             if self.vacuum_every_rows and done - last >= self.vacuum_every_rows:
                 last = done
                 with contextlib.suppress(*TRANSIENT, psycopg.errors.UndefinedTable):
-                    await self.store.vacuum_queues()
+                    if not await self.store.vacuum_queues():
+                        logs.event(log, "housekeeping.vacuum_off", reason="this role does not own the reactor tables")
+                        return  # autovacuum alone, as before
 
     async def _release_memory(self, stop: asyncio.Event) -> None:
         """Freed heap back to the OS once a minute, so RSS follows the work rather than its busiest minute."""

@@ -49,6 +49,7 @@ class PgStore:
         # Crash bisection takes turns with fresh work: after a claim of a dead batch's rows (and at start, right
         # after a restart), the next claim serves rows no dead batch held, so new changes keep flowing.
         self._fresh_turn = True
+        self._may_vacuum: bool | None = None  # asked once, at the first vacuum_queues
 
     async def open(self) -> None:
         await self.pool.open(wait=False)
@@ -88,11 +89,14 @@ class PgStore:
             queue, failed, outbox, oldest = await (await conn.execute(q("gauges"))).fetchone()  # type: ignore[misc]
         return Gauges(queue, failed, outbox, float(oldest) if oldest is not None else None)
 
-    async def vacuum_queues(self) -> None:
+    async def vacuum_queues(self) -> bool:
         """VACUUM the inbox, queue, outbox and analysis table now (housekeeping decides when: after enough rows
-        went through)."""
-        async with self.pool.connection(timeout=10) as conn:  # the pool's connections are autocommit
-            await conn.execute(q("vacuum_queue_tables"))
+        went through). False, with nothing run, when this role does not own them."""
+        if self._may_vacuum is None:
+            self._may_vacuum = bool(await self._one("may_vacuum"))
+        if self._may_vacuum:
+            await self._run("vacuum_queue_tables")  # the pool's connections are autocommit, as VACUUM needs
+        return self._may_vacuum
 
     async def prune(self, *, retention_days: int, batch: int = 1000) -> dict[str, int]:
         """One small batch of housekeeping: `jobs` rows past the retention (with their job_runs) and tombstones

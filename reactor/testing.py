@@ -50,6 +50,7 @@ class InMemoryStore:
     leases: list[str] = field(default_factory=list)
     errors: dict[str, deque[BaseException]] = field(default_factory=lambda: defaultdict(deque))
     armed: bool = False
+    may_vacuum: bool = True  # answer of vacuum_queues() (False: the role does not own the tables)
     complete_hook: Any = None  # optional callable(claim, results) run inside complete (raise to fail it)
     holds: dict[tuple[str, int], asyncio.Event] = field(default_factory=dict)  # (name, nth call) -> go-ahead
     outstanding: set[str] = field(default_factory=set)  # tokens claimed and not completed or released yet
@@ -112,8 +113,9 @@ class InMemoryStore:
         self._call("prune")
         return {"jobs": 0, "tombstones": 0}
 
-    async def vacuum_queues(self) -> None:
+    async def vacuum_queues(self) -> bool:
         self._call("vacuum_queues")
+        return self.may_vacuum
 
     async def arm(self, ttl_s: float) -> None:
         self._call("arm")

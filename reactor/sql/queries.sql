@@ -397,13 +397,20 @@ WITH chosen AS (
 )
 SELECT (SELECT max(feedback_id) FROM chosen), (SELECT count(*) FROM chosen), (SELECT count(*) FROM queued);
 
+-- name: may_vacuum
+-- Whether this role may VACUUM those tables (their owner, a member of its role, a superuser). A listener role
+-- granted only their rows (`reactor sql --grant-listener`) leaves them to autovacuum.
+SELECT bool_and(pg_has_role(c.relowner, 'USAGE')) FROM pg_class c
+ WHERE c.oid IN ('reactor.inbox'::regclass, 'reactor.queue'::regclass, 'reactor.outbox'::regclass,
+                 'reactor.feedback_analysis'::regclass);
+
 -- name: vacuum_queue_tables
 -- The reactor helping autovacuum (reactor.housekeeping): rows of inbox, queue and outbox live a fraction of a
 -- second, and in a burst (a reprocess, an outbox catch-up) more die between two autovacuum runs (a minute
 -- apart) than the tables hold live, so they would grow to that burst's size and stay there. feedback_analysis
 -- too: a reprocess rewrites every row within minutes, and space freed while it runs is reused by the rewrites
 -- that follow rather than added to. Cheap when nothing burst: vacuum skips the all-visible pages. SKIP_LOCKED:
--- a table another vacuum holds is left to it. Run by a role that does not own them, PostgreSQL only warns.
+-- a table another vacuum holds is left to it.
 VACUUM (SKIP_LOCKED) reactor.inbox, reactor.queue, reactor.outbox, reactor.feedback_analysis;
 
 -- name: reprocess_waiting

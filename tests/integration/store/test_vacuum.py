@@ -4,11 +4,15 @@ rewriting the analysis table, does not leave them grown to its size (issue 22)."
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.support.db import scalar
 from tests.support.inprocess import store_for
+from tests.support.processes import run_cli
 
 SIZE = "SELECT pg_relation_size('reactor.queue')"
 
@@ -77,3 +81,22 @@ def test_a_second_rewrite_of_every_analysis_reuses_the_space_the_vacuum_freed(pg
         conn.execute(rewrite)
         assert scalar(pg_url, size) <= once * 1.05, "each rewrite fits in what the vacuum before it freed"
         conn.execute("DELETE FROM reactor.feedback_analysis")  # rows without feedbacks: not left for the invariants
+
+
+def test_a_listener_role_that_does_not_own_the_tables_leaves_them_to_autovacuum(pg_url):
+    role = f"listener_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    assert run_cli(pg_url, "sql", "--grant-listener", role).returncode == 0
+    params = conninfo_to_dict(pg_url) | {"user": role}
+
+    async def go(url: str) -> bool:
+        store = store_for(url)
+        await store.open()
+        try:
+            return await store.vacuum_queues()
+        finally:
+            await store.close()
+
+    assert asyncio.run(go(pg_url)) is True  # the owner
+    assert asyncio.run(go(make_conninfo("", **params))) is False

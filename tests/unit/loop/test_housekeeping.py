@@ -32,3 +32,24 @@ def test_the_queue_tables_are_vacuumed_after_every_n_rows_handled(monkeypatch):
         return seen
 
     assert asyncio.run(go()) == [0, 0, 1, 1, 1, 2, 2, 2]
+
+
+def test_a_role_that_may_not_vacuum_is_asked_once(monkeypatch):
+    monkeypatch.setattr(housekeeping, "VACUUM_CHECK_S", 0.01)
+
+    async def go() -> int:
+        store, handled = InMemoryStore(may_vacuum=False), [0]
+        chores = Housekeeping(
+            store, FakeListener(), Metrics(), lambda: "running", JobConfig, lambda: handled[0],
+            vacuum_every_rows=10, heartbeat_s=60, gauges_s=60, prune_s=60,
+        )  # fmt: skip
+        stop = asyncio.Event()
+        tasks = chores.tasks(stop)
+        for rows in (0, 20, 40, 60):
+            handled[0] = rows
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.gather(*tasks)
+        return store.calls.count("vacuum_queues")
+
+    assert asyncio.run(go()) == 1
