@@ -95,7 +95,12 @@ class PgStore:
         if self._may_vacuum is None:
             self._may_vacuum = bool(await self._one("may_vacuum"))
         if self._may_vacuum:
-            await self._run("vacuum_queue_tables")  # the pool's connections are autocommit, as VACUUM needs
+            # A connection of its own: a vacuum of the analysis table can take seconds under load, and holding
+            # one of the pool's few connections that long starved the claims (the soak saw 30 s stalls).
+            async with await AsyncConnection.connect(
+                self.pool.conninfo, autocommit=True, application_name="reactor-vacuum"
+            ) as conn:
+                await conn.execute(q("vacuum_queue_tables"))
         return self._may_vacuum
 
     async def prune(self, *, retention_days: int, batch: int = 1000) -> dict[str, int]:
