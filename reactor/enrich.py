@@ -11,6 +11,7 @@ so the caller can warn and count it while the other labels keep working.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Sequence
@@ -114,6 +115,17 @@ class Enricher:
             self._labels_seen = (key, usable, skipped)
         self.skipped_labels = dict(self._labels_seen[2])
         return list(self._labels_seen[1])
+
+    def prepare(self, items: Sequence[Item]) -> None:
+        """Tokenize a batch ahead of its `enrich`, on another thread while the model runs the batch before it
+        (reactor.pipeline). Models without `prepare` (the stand-in) need nothing; a failure here is left for
+        `enrich` to meet and report per row."""
+        texts = [i.text for i in items if i.text and i.text.strip()]
+        for model in (self.sentiment, self.zero_shot):
+            prepare = getattr(model, "prepare", None)
+            if prepare is not None and texts:
+                with contextlib.suppress(Exception):
+                    prepare(texts)
 
     def enrich(self, items: Sequence[Item], labels: Sequence[str]) -> list[Result]:
         """Analyse a batch; never raises for a bad row, returns one result per item in order.

@@ -1,8 +1,8 @@
 """The loop's batch plumbing: up to K batches in flight, one model thread, every lease kept, the stop obeyed.
 
-While batch N is on the model, batch N+1 is claimed (its model call queued behind N's) and batch N-1 completes:
-PostgreSQL and the model overlap instead of waiting for each other. K = 1 is the serial loop (claim → model →
-complete → claim). What holds at every K:
+While batch N is on the model, batch N+1 is claimed and tokenized (its model call queued behind N's) and batch
+N-1 completes: PostgreSQL, the tokenizer and the model overlap instead of waiting for each other. K = 1 is the
+serial loop (claim → model → complete → claim). What holds at every K:
 - exactly-once effects: each batch completes in its own transaction (`Store.complete`), as before;
 - the model is not re-entrant: its calls run one at a time, in claim order, on the single executor thread;
 - each batch's lease is extended from its claim until its model call returned (waiting in line included);
@@ -80,6 +80,8 @@ class Pipeline:
         self.stop = stop
         self.on_claimed, self.on_completed = on_claimed, on_completed
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="enrich")
+        # with batches in flight, the next batch is tokenized here while the model thread runs the one before
+        self.tokenizer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize")
         self.deadline: float | None = None  # SIGTERM: batches not finished by then are given back
         self.in_flight: dict[str, Claim] = {}  # token -> batch, from its claim until completed or given back
         self.model_call_running = False  # true while a model call runs (SIGTERM past the deadline leaves it)
@@ -90,6 +92,7 @@ class Pipeline:
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.tokenizer.shutdown(wait=False, cancel_futures=True)
 
     async def warm_up(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self.executor, self.enricher.warm_up)
@@ -167,6 +170,8 @@ class Pipeline:
         """Model, then complete (or give back past the deadline); rows done."""
         try:
             t1 = time.monotonic()
+            if self.depth > 1:  # overlaps the model call of the batch before (serial: nothing to overlap)
+                await asyncio.get_running_loop().run_in_executor(self.tokenizer, self.enricher.prepare, claim.items)
             ran = await self._enrich(claim)
             if ran is None:  # shutdown grace elapsed: give the batch back untouched
                 await self._with_retries(lambda: self.store.release(claim))

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from reactor.nlp.encoder import Encoder
 from reactor.nlp.session import DEVICES, ModelLoadError, Session, SessionTuning, cuda_wanted, resolve_device
 
 __all__ = [
@@ -109,30 +110,6 @@ class _Template:
         return len(self.prefix) + len(self.middle) + len(self.suffix)
 
 
-class _Encoder:
-    """The checkpoint's fast tokenizer without truncation, padding or special tokens: we add those."""
-
-    def __init__(self, path: Path) -> None:
-        from tokenizers import Tokenizer
-
-        try:
-            tok = Tokenizer.from_file(str(path))
-        except Exception as exc:
-            raise ModelLoadError(f"can't read tokenizer {path}: {exc}") from exc
-        tok.no_truncation()
-        tok.no_padding()
-        if hasattr(tok, "encode_special_tokens"):  # tokenizers >= 0.19: "</s>" in text stays text
-            tok.encode_special_tokens = True
-        else:  # pragma: no cover - pyproject requires tokenizers>=0.19
-            raise ModelLoadError("tokenizers >= 0.19 is needed (split special tokens in user text)")
-        self.tok = tok
-
-    def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        if not texts:
-            return []
-        return [e.ids for e in self.tok.encode_batch(list(texts), add_special_tokens=False)]
-
-
 def _softmax(x: np.ndarray) -> np.ndarray:
     x = x.astype(np.float64)
     e = np.exp(x - x.max(axis=-1, keepdims=True))
@@ -192,7 +169,7 @@ class _OnnxModel:
         self.session = Session(onnx_path, device, tuning)
         if precision == "fp16" and not self.session.cuda:
             raise ModelLoadError("fp16 models need CUDA; use precision 'fp32', 'int8' or 'int8-static' on CPU")
-        self.encoder = _Encoder(folder / "tokenizer.json")
+        self.encoder = Encoder(folder / "tokenizer.json")
         tok = self.manifest["tokenizer"]
         self.max_length: int = int(tok["max_length"])
         self.pad_id: int = int(tok["pad_id"])
@@ -220,6 +197,10 @@ class _OnnxModel:
                 found[text] = value
                 self._cache.put((key, text), value)
         return found
+
+    def prepare(self, texts: Sequence[str]) -> None:
+        """Tokenize `texts` ahead of the call that will score them (another thread may run the model meanwhile)."""
+        self.encoder.prepare([_clean(t) for t in texts])
 
     def batches(
         self, rows: list[list[int]], types: list[list[int]] | None = None, max_tokens: int = 0

@@ -260,3 +260,33 @@ def test_the_default_is_serial_on_cpu_and_two_batches_on_cuda():
     assert (model_device(cpu), depth_for(cpu), depth_for(cpu, 3)) == ("cpu", 1, 3)
     assert (model_device(cuda), depth_for(cuda), depth_for(cuda, 1)) == ("cuda", 2, 1)
     assert Harness(InMemoryStore()).reactor.pipeline.depth == 1
+
+
+def test_batch_n_plus_1_is_tokenized_while_n_is_on_the_model():
+    async def go():
+        store, model = InMemoryStore(), HeldSentiment()
+        store.script(make_claim("one"), make_claim("two"))
+        try:
+            async with held(store, model, in_flight=2):
+                await until(lambda: model.started == [["one"]] and model.prepared == [["one"], ["two"]])
+                model.go(2)
+                await until(lambda: completed(store) == ["one", "two"])
+        finally:
+            model.open()
+
+    run(go())
+
+
+def test_the_serial_loop_tokenizes_in_the_model_call():
+    async def go():
+        store, model = InMemoryStore(), HeldSentiment()
+        store.script(make_claim("one"))
+        try:
+            async with held(store, model, in_flight=1):
+                model.go()
+                await until(lambda: completed(store) == ["one"])
+                assert model.prepared == []  # nothing to overlap: no thread hop
+        finally:
+            model.open()
+
+    run(go())
