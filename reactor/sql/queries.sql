@@ -265,11 +265,12 @@ ON CONFLICT (queue_id) DO UPDATE
    SET attempts = excluded.attempts, error = excluded.error, cause = excluded.cause, failed_at = now();
 
 -- name: outbox_upsert
--- Rows are taken in (index_kind, doc_id) order, the order the drain locks them in (outbox_lock_settled): two
--- orders would deadlock on shared word documents, which PostgreSQL breaks only after deadlock_timeout (1 s).
+-- Rows are taken in (index_kind, length(doc_id), doc_id) order (numeric ids in numeric order), the order the
+-- drain locks them in (outbox_lock_settled): two orders would deadlock on shared word documents, which
+-- PostgreSQL breaks only after deadlock_timeout (1 s).
 INSERT INTO reactor.outbox (index_kind, doc_id, action)
 SELECT * FROM unnest(%(kinds)b::text[], %(doc_ids)b::text[], %(actions)b::text[]) AS d(kind, doc_id, action)
- ORDER BY d.kind, d.doc_id
+ ORDER BY d.kind, length(d.doc_id), d.doc_id
 ON CONFLICT (index_kind, doc_id) DO UPDATE
    SET action = excluded.action, id = nextval('reactor.outbox_id_seq'), attempts = 0,
        not_before = '-infinity', last_error = NULL, parked_at = NULL;
@@ -565,10 +566,10 @@ SELECT id, index_kind, doc_id, attempts FROM reactor.outbox
  WHERE parked_at IS NULL AND not_before <= now() ORDER BY id LIMIT %(limit)s;
 
 -- name: outbox_lock_settled
--- First statement of a drain's settlement: every row it will delete or update, locked in (index_kind, doc_id)
--- order, the order completing batches upsert them in, so neither waits on the other in a cycle. A row a newer
--- change bumped meanwhile has a new id and is not taken.
-SELECT 1 FROM reactor.outbox WHERE id = ANY(%(ids)s) ORDER BY index_kind, doc_id FOR UPDATE;
+-- First statement of a drain's settlement: every row it will delete or update, locked in the order completing
+-- batches upsert them in (outbox_upsert), so neither waits on the other in a cycle. A row a newer change bumped
+-- meanwhile has a new id and is not taken.
+SELECT 1 FROM reactor.outbox WHERE id = ANY(%(ids)s) ORDER BY index_kind, length(doc_id), doc_id FOR UPDATE;
 
 -- name: outbox_confirm
 -- Only the ids that were read: a row bumped by a newer change meanwhile stays and is sent again.
