@@ -203,8 +203,8 @@ class FakeListener:
 
 class HeldSentiment(StandInSentiment):
     """The stand-in sentiment model whose every batch waits on the model thread until the test lets it go:
-        `started` lists each call's texts as it begins, `go()` lets the oldest waiting call return, `open()` lets
-        every call through from now on (call it before the test ends: a held thread would keep the process up).
+    `started` lists each call's texts as it begins, `go()` lets the oldest waiting call return, `open()` lets
+    every call through from now on (call it before the test ends: a held thread would keep the process up).
     `prepared` lists the batches tokenized ahead (`prepare`), which never waits."""
 
     def __init__(self) -> None:
