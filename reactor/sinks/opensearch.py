@@ -22,8 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -40,6 +38,7 @@ from reactor.sinks.documents import (
     word_source,
     word_total_source,
 )
+from reactor.sinks.drain_result import DrainResult, Op, chunk_lines
 from reactor.sinks.indices import DRAIN_LOCK_KEY, IndexGuard
 from reactor.sql import q
 
@@ -52,70 +51,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 BULK_PARAMS = {"filter_path": "errors,items.*.status,items.*.error", "require_alias": "true"}
-
-
-@dataclass
-class _Op:
-    outbox_id: int
-    kind: str  # 'feedback' | 'word'
-    doc_id: str
-    attempts: int
-    action: str = "delete"  # decided from current state
-    source: bytes | None = None
-    error: str | None = None  # set before sending → parked without sending
-
-
-@dataclass
-class DrainResult:
-    """What one drain decided for each row it read, and the counts; `fetched == limit` means more is waiting."""
-
-    fetched: int = 0
-    indexed: int = 0
-    deleted: int = 0
-    superseded: int = 0  # confirmed, but a newer change bumped the row meanwhile: it stays for the next drain
-    locked: bool = False  # another drainer holds the lock
-    unavailable: str | None = None  # the cluster is unreachable or refused the request: rows untouched
-    cluster_error: str | None = None  # items refused for the cluster's state (429, 503, 403 block): rows held
-    index_missing: set[str] = field(default_factory=set)  # kinds whose alias is gone: rebuild, then resend
-    elapsed_s: float = 0.0
-    confirmed: list[tuple[int, str]] = field(default_factory=list, repr=False)  # (outbox id, kind of doc)
-    retry: list[tuple[int, int, str]] = field(default_factory=list, repr=False)  # (outbox id, attempts, error)
-    park: list[tuple[int, str]] = field(default_factory=list, repr=False)  # (outbox id, error)
-    held: list[tuple[int, str]] = field(default_factory=list, repr=False)  # (outbox id, error): not blamed
-
-    @property
-    def done(self) -> int:
-        return self.indexed + self.deleted
-
-    @property
-    def retried(self) -> int:
-        return len(self.retry)
-
-    @property
-    def parked(self) -> int:
-        return len(self.park)
-
-    def confirm(self, op: _Op) -> None:
-        self.confirmed.append((op.outbox_id, TOTAL_DOC_ID if op.doc_id == TOTAL_DOC_ID else op.kind))
-        self.indexed += op.action == "index"
-        self.deleted += op.action == "delete"
-
-    def hold(self, op: _Op, error: str) -> None:
-        self.held.append((op.outbox_id, error))
-
-
-def chunk_lines(lines: Iterable[tuple[_Op, bytes]], max_docs: int, max_bytes: int) -> Iterator[list[tuple[_Op, bytes]]]:
-    """Split bulk action lines into requests of at most max_docs items and about max_bytes bytes."""
-    chunk: list[tuple[_Op, bytes]] = []
-    size = 0
-    for op, payload in lines:
-        if chunk and (len(chunk) >= max_docs or size + len(payload) > max_bytes):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append((op, payload))
-        size += len(payload)
-    if chunk:
-        yield chunk
 
 
 class OpenSearchSink:
@@ -185,31 +120,13 @@ class OpenSearchSink:
                 result.locked = True
                 return result
             rows = await (await conn.execute(q("outbox_ready"), {"limit": limit or self.batch_size})).fetchall()
-            ops = [_Op(outbox_id=i, kind=k, doc_id=d, attempts=a) for i, k, d, a in rows]
+            ops = [Op(outbox_id=i, kind=k, doc_id=d, attempts=a) for i, k, d, a in rows]
             result.fetched = len(ops)
             if not ops:
                 return result
-            await self._build(conn, ops)
-            result.park += [(op.outbox_id, op.error) for op in ops if op.error is not None]
-            for op in ops:
-                if op.error is not None:
-                    logs.event(
-                        log, "opensearch.item_parked", logging.WARNING, kind=op.kind, doc_id=op.doc_id, error=op.error
-                    )
-            sendable = [(op, self._action_lines(op)) for op in ops if op.error is None]
-            for chunk in chunk_lines(sendable, self.bulk_max_docs, self.bulk_max_bytes):
-                try:
-                    await self._send(chunk, result)
-                except Exception as exc:
-                    if is_unavailable(exc):
-                        result.unavailable = describe_error(exc)
-                        break  # leave the rest untouched; the loop pauses the endpoint
-                    # The request as a whole was refused (not the cluster being away): blame its rows.
-                    msg = describe_error(exc)
-                    result.retry += [(op.outbox_id, op.attempts, msg) for op, _ in chunk]
-                    logs.event(log, "opensearch.bulk_failed", logging.WARNING, error=msg, items=len(chunk))
-                if result.cluster_error or result.index_missing:
-                    break  # the next chunks would meet the same condition
+            for start in range(0, len(ops), self.bulk_max_docs):
+                if not await self._send_slice(conn, ops[start : start + self.bulk_max_docs], result):
+                    break  # the cluster is away, busy or lost an index: the rest stays untouched
             await self._settle(conn, result)
         result.elapsed_s = time.perf_counter() - started
         if any(kind == TOTAL_DOC_ID for _, kind in result.confirmed):
@@ -217,7 +134,38 @@ class OpenSearchSink:
         self._count(result)
         return result
 
-    async def _build(self, conn: AsyncConnection[Any], ops: list[_Op]) -> None:
+    async def _send_slice(self, conn: AsyncConnection[Any], ops: list[Op], result: DrainResult) -> bool:
+        """Build one bulk's worth of documents and send them; False when the drain should stop here.
+
+        Only this slice's documents are held at a time: built all at once, a 2,000-row catch-up after an
+        outage peaked at ~19 MB of Python objects and showed as a 15 % RSS bump in the soak.
+        """
+        await self._build(conn, ops)
+        for op in ops:
+            if op.error is not None:
+                result.park.append((op.outbox_id, op.error))
+                logs.event(
+                    log, "opensearch.item_parked", logging.WARNING, kind=op.kind, doc_id=op.doc_id, error=op.error
+                )
+        sendable = [(op, self._action_lines(op)) for op in ops if op.error is None]
+        for op in ops:
+            op.source = None  # the action lines hold the bytes now, and only until this slice is sent
+        for chunk in chunk_lines(sendable, self.bulk_max_docs, self.bulk_max_bytes):
+            try:
+                await self._send(chunk, result)
+            except Exception as exc:
+                if is_unavailable(exc):
+                    result.unavailable = describe_error(exc)
+                    return False  # the loop pauses the endpoint
+                # The request as a whole was refused (not the cluster being away): blame its rows.
+                msg = describe_error(exc)
+                result.retry += [(op.outbox_id, op.attempts, msg) for op, _ in chunk]
+                logs.event(log, "opensearch.bulk_failed", logging.WARNING, error=msg, items=len(chunk))
+            if result.cluster_error or result.index_missing:
+                return False  # the next chunks would meet the same condition
+        return True
+
+    async def _build(self, conn: AsyncConnection[Any], ops: list[Op]) -> None:
         """Decide each op's action and document from current PostgreSQL state."""
         fb_ids: list[int] = []
         for op in ops:
@@ -245,11 +193,11 @@ class OpenSearchSink:
             elif op.doc_id in counts:
                 op.action, op.source = "index", word_source(op.doc_id, counts[op.doc_id])
 
-    def _action_lines(self, op: _Op) -> bytes:
+    def _action_lines(self, op: Op) -> bytes:
         meta = orjson.dumps({op.action: {"_index": self.indices[op.kind], "_id": op.doc_id}})
         return meta + b"\n" + op.source + b"\n" if op.source is not None else meta + b"\n"
 
-    async def _send(self, chunk: list[tuple[_Op, bytes]], result: DrainResult) -> None:
+    async def _send(self, chunk: list[tuple[Op, bytes]], result: DrainResult) -> None:
         body = b"".join(payload for _, payload in chunk)
         resp = await self.client.bulk(body=body, params=BULK_PARAMS)
         items = resp.get("items") or []
@@ -268,7 +216,7 @@ class OpenSearchSink:
             else:
                 self._judge(op, error, result)
 
-    def _judge(self, op: _Op, error: ItemError, result: DrainResult) -> None:
+    def _judge(self, op: Op, error: ItemError, result: DrainResult) -> None:
         if error.index_missing:
             result.index_missing.add(op.kind)
             result.hold(op, error.text)
@@ -378,7 +326,9 @@ class OpenSearchSink:
                     await self._sleep(stop, self.poll_interval)  # another drainer is busy: try again soon
                     continue
                 self._wake.clear()
-                res = await self.drain_once()
+                # while the endpoint is paused, probe with one bulk's worth instead of a whole batch
+                limit = min(self.bulk_max_docs, self.batch_size) if self.pause.failures else self.batch_size
+                res = await self.drain_once(limit)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -396,7 +346,7 @@ class OpenSearchSink:
                 if self.metrics is not None:
                     self.metrics.search_backoff.set(0)
                 logs.event(log, "opensearch.recovered")
-            if res.fetched >= self.batch_size:
+            if res.fetched >= limit:
                 continue  # more is probably waiting
             await self._sleep(stop, self.poll_interval)
         logs.event(log, "opensearch.sink_stopped")

@@ -17,7 +17,8 @@ from psycopg.types.json import Jsonb
 from reactor.config import Settings
 from reactor.nlp.words import count_words
 from reactor.sinks.documents import TOTAL_DOC_ID
-from reactor.sinks.opensearch import DrainResult, OpenSearchSink
+from reactor.sinks.drain_result import DrainResult
+from reactor.sinks.opensearch import OpenSearchSink
 from reactor.sql import q
 
 

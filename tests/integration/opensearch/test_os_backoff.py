@@ -9,10 +9,12 @@ from typing import Any
 
 import orjson
 import psycopg
+import pytest
 from opensearchpy.exceptions import TransportError
 
+from reactor.sinks import opensearch
 from reactor.sinks.client import EndpointPause
-from reactor.sinks.documents import TOTAL_DOC_ID
+from reactor.sinks.documents import TOTAL_DOC_ID, fetch_feedback_docs
 from reactor.sinks.opensearch import OpenSearchSink
 from reactor.sql import q
 from tests.support.db import assert_consistent
@@ -190,6 +192,88 @@ def test_backlog_flows_within_seconds_after_429_and_403_blocks(
                 print(f"[backoff] {pending} outbox rows drained {took:.1f} s after the block was lifted")
                 assert await outbox_count(conn) == 0 and took < 8, took  # at most one endpoint pause (≤ 5 s)
                 await assert_index_matches(conn, real, index_names)
+
+    asyncio.run(main())
+    assert_consistent(os_pg_url)
+
+
+def test_drain_builds_one_bulk_at_a_time_and_stops_at_a_refusal(
+    os_pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A catch-up drain holds one bulk's documents, not the whole batch (the soak's RSS bump after outages),
+    and a cluster that refuses the first bulk costs no reads of the rest."""
+    reads: list[int] = []
+
+    async def spy(conn: Any, ids: Any) -> Any:
+        reads.append(len(ids))
+        return await fetch_feedback_docs(conn, ids)
+
+    monkeypatch.setattr(opensearch, "fetch_feedback_docs", spy)
+
+    async def main() -> None:
+        async with pg(os_pg_url) as (pool, conn):
+            await seed_feedbacks(conn, 1, 1200)
+            stub = StubClient({"3": 429})
+            sink = OpenSearchSink(settings_for("http://unused:1"), pool, client=stub, bulk_max_docs=500)  # type: ignore[arg-type]
+            res = await sink.drain_once(2000)
+            assert res.cluster_error and res.fetched == 1600 and stub.bulks == 1  # 1200 docs and 400 words
+            assert reads == [500] and len(res.held) == 1 and res.indexed == 499  # the rest was never read
+            reads.clear()
+            stub.status_for = {}
+            res = await sink.drain_once(2000)
+            assert res.fetched == 1101 and res.indexed == 1101 and stub.bulks == 4
+            assert max(reads) <= 500 and sum(reads) == 1200 - 499
+            assert await outbox_count(conn, f"doc_id <> '{TOTAL_DOC_ID}'") == 0
+
+    asyncio.run(main())
+    assert_consistent(os_pg_url)
+
+
+def test_paused_endpoint_is_probed_with_one_bulk(os_pg_url: str) -> None:
+    """While the cluster is away each probe reads one bulk's worth of outbox rows, not a whole batch; the first
+    success goes back to whole batches at once."""
+
+    async def main() -> None:
+        async with pg(os_pg_url) as (pool, conn):
+            await seed_feedbacks(conn, 1, 600)
+            stub = StubClient({}, raise_exc=TransportError(503, "unavailable", {}))
+            sink = OpenSearchSink(
+                settings_for("http://unused:1"),
+                pool,
+                client=stub,  # type: ignore[arg-type]
+                batch_size=400,
+                bulk_max_docs=50,
+                pause_base=0.02,
+                pause_cap=0.05,
+                poll_interval=0.05,
+                check_interval=3600,
+            )
+
+            async def indices_fine() -> bool:  # the stub has no index API: this test is about the drain
+                sink.guard.pending.clear()
+                return True
+
+            sink.guard.check = indices_fine  # type: ignore[method-assign]
+            limits: list[int] = []
+            drain = sink.drain_once
+
+            async def recording(limit: int | None = None) -> Any:
+                limits.append(limit or sink.batch_size)
+                return await drain(limit)
+
+            sink.drain_once = recording  # type: ignore[method-assign]
+            stop = asyncio.Event()
+            task = asyncio.create_task(sink.run(stop))
+            while stub.bulks < 5:
+                await asyncio.sleep(0.01)
+            failing = len(limits)
+            stub.raise_exc = None
+            while await outbox_count(conn, f"doc_id <> '{TOTAL_DOC_ID}'"):
+                await asyncio.sleep(0.02)
+            stop.set()
+            await asyncio.wait_for(task, 10)
+            assert limits[0] == 400 and set(limits[1:failing]) == {50}, limits
+            assert limits[failing] == 50 and 400 in limits[failing + 1 :], limits  # the recovering probe, then batches
 
     asyncio.run(main())
     assert_consistent(os_pg_url)

@@ -15,8 +15,9 @@ from opensearchpy import AWSV4SignerAsyncAuth
 from reactor import config, logs
 from reactor.config import Settings
 from reactor.sinks.client import make_client
+from reactor.sinks.drain_result import chunk_lines
 from reactor.sinks.endpoint import EndpointError, display, parse_endpoint
-from reactor.sinks.opensearch import chunk_lines, make_sink
+from reactor.sinks.opensearch import make_sink
 
 
 def _connection(settings: Settings) -> Any:

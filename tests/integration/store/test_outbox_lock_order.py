@@ -15,7 +15,8 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from reactor.sinks.opensearch import DrainResult, OpenSearchSink
+from reactor.sinks.drain_result import DrainResult
+from reactor.sinks.opensearch import OpenSearchSink
 from reactor.sql import q
 from tests.support.opensearch import settings_for
 
