@@ -153,6 +153,8 @@ def reprocess(
             while True:
                 if max_waiting:
                     _wait_for_room(conn, max_waiting - params["chunk"], bar.write)
+                if mode == "stale":  # topics edited while it runs: rows analysed with the new ones are not stale
+                    params["topic_set"] = topic_set_id(operations.active_topics(conn))
                 chunk_row = operations.reprocess_chunk(conn, params)
                 if chunk_row is None:
                     break
@@ -161,6 +163,11 @@ def reprocess(
                 params["after"] = last
                 bar.update(seen)
     click.echo(f"requeued {queued} of {total} rows ({mode}); rows already waiting were left as they are")
+    if params["topic_set"] != topic_set_id(labels):
+        click.echo(
+            "the topics changed while it ran: it went on with the new ones, and rows it had already passed may be "
+            "stale now (`reactor reprocess --dry-run` counts them)"
+        )
 
 
 def _wait_for_room(conn: operations.Conn, room: int, say: Callable[[str], None]) -> None:

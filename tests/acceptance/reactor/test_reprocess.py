@@ -105,3 +105,44 @@ def test_reprocess_queues_at_most_max_waiting_rows_and_goes_on_as_the_reactor_ta
         "all rows re-analysed with the new topic set",
     )
     assert_invariants(pg_url)
+
+
+def test_reprocess_goes_on_with_topics_edited_while_it_runs(pg_url, start_reactor):
+    """Rows analysed with topics edited mid-run are not stale: the command reads the topic set per chunk."""
+    _seed(pg_url, 30)
+    start_reactor("--exit-when-idle").proc.wait(60)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO topics (label) VALUES ('support')")
+    waiting = "SELECT count(*) FROM reactor.queue WHERE priority = 2"
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "reactor", "reprocess", "--max-waiting", "10", "--chunk", "100"],
+        env=reactor_env(pg_url),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    newest = topic_set_id(["delivery", "price", "refund", "support"])
+    try:
+        # The command waits with the first 10 rows queued; meanwhile the topics change again and the last 10 rows
+        # carry an analysis made with them (as a reactor serving fresh work would have left them).
+        wait_until(lambda: scalar(pg_url, waiting) == 10, 30, "the first two chunks queued")
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("INSERT INTO topics (label) VALUES ('refund')")
+            conn.execute(
+                "UPDATE reactor.feedback_analysis SET topic_set = %s WHERE feedback_id IN "
+                "(SELECT feedback_id FROM reactor.feedback_analysis ORDER BY feedback_id OFFSET 20)",
+                [newest],
+            )
+        start_reactor()
+        out, err = cli.communicate(timeout=60)
+    finally:
+        cli.kill()
+    assert cli.returncode == 0 and "requeued 20 of 30 rows (stale)" in out, out + err
+    assert "the topics changed while it ran" in out, out
+    wait_until(
+        lambda: scalar(pg_url, "SELECT count(*) FROM reactor.feedback_analysis WHERE topic_set = %s", [newest]) == 30,
+        30,
+        "every row analysed with the newest topic set",
+    )
+    assert_invariants(pg_url)
