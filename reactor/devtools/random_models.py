@@ -281,10 +281,19 @@ def _spread_head(
     gen = torch.Generator().manual_seed(seed)
     weight = torch.randn(layer.weight.shape, generator=gen, dtype=torch.float64)
     proj = feats @ weight.T  # (N, labels)
-    scale = target_std / proj.std(dim=0).clamp_min(1e-12)
+    scale = _rounded(target_std / proj.std(dim=0).clamp_min(1e-12))
+    bias = _rounded(-proj.mean(dim=0) * scale)
     with torch.no_grad():
         layer.weight.copy_((weight * scale[:, None]).float())
-        layer.bias.copy_((-proj.mean(dim=0) * scale).float())
+        layer.bias.copy_(bias.float())
+
+
+def _rounded(values: Any) -> Any:
+    """``values`` to 4 significant digits: the features come from a float32 forward pass whose last bit differs
+    between CPUs (SIMD kernels), and the committed fixtures must be rebuilt byte for byte on any of them."""
+    import torch
+
+    return torch.tensor([float(f"{v:.4g}") for v in values.tolist()], dtype=values.dtype)
 
 
 def zero_shot_dir(shape: str = DEFAULT_SHAPE) -> str:

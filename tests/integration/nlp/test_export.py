@@ -58,6 +58,11 @@ def _stable(manifest: dict[str, Any]) -> dict[str, Any]:
         entry.pop("drift_vs_pytorch", None)
         precisions[name] = entry
     out["precisions"] = precisions
+    if "parity_vs_pytorch" in out.get("graph", {}):  # measured on this CPU: its kernels round differently
+        graph = out["graph"] = dict(out["graph"])
+        graph["parity_vs_pytorch"] = {
+            k: v for k, v in graph["parity_vs_pytorch"].items() if k not in ("max_abs_diff", "mean_abs_diff")
+        }
     return out
 
 
