@@ -286,7 +286,15 @@ def test_postgres_restart_mid_run_reactor_recovers_nothing_lost(
     say(f"did: {len(during)} rows inserted around the outage ({failed_attempts[0]} attempts refused), 100 after")
 
     reactor.wait_for_log("listener.reconnected", 60)
-    wait_until(lambda: analysed(url) >= total and queue_depth(url) == 0, 90, "all rows after the restart")
+    try:
+        wait_until(lambda: analysed(url) >= total and queue_depth(url) == 0, 90, "all rows after the restart")
+    except AssertionError as exc:  # say where it stuck: the rows still waiting and what the reactor last did
+        with psycopg.connect(url) as conn:
+            waiting = conn.execute("SELECT * FROM reactor.queue ORDER BY feedback_id LIMIT 20").fetchall()
+        raise AssertionError(
+            f"{exc}: {analysed(url)} of {total} analysed, queue {waiting}, exit {reactor.proc.poll()}, "
+            f"log tail:\n{reactor.log()[-6000:]}"
+        ) from None
     assert reactor.proc.poll() is None, "the reactor exited instead of recovering"
     assert_all_analysed_once(url, int(scalar(url, "SELECT count(*) FROM feedbacks")))
     with psycopg.connect(url) as conn:
