@@ -290,7 +290,8 @@ def _spread_head(
 
 def _rounded(values: Any) -> Any:
     """``values`` to 4 significant digits: the features come from a float32 forward pass whose last bit differs
-    between CPUs (SIMD kernels), and the committed fixtures must be rebuilt byte for byte on any of them."""
+    between CPUs (SIMD kernels), and the committed fixtures must be rebuilt byte for byte on any of them (a
+    last-bit difference still shows if a value sits on a rounding boundary: unlikely, not impossible)."""
     import torch
 
     return torch.tensor([float(f"{v:.4g}") for v in values.tolist()], dtype=values.dtype)
